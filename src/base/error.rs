@@ -1,0 +1,69 @@
+use std::fmt;
+
+/// Kafka protocol error codes the broker returns. The numbers are Kafka's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i16)]
+pub enum KafkaCode {
+    None = 0,
+    OffsetOutOfRange = 1,
+    CorruptMessage = 2,
+    UnknownTopicOrPartition = 3,
+    InvalidFetchSize = 4,
+    LeaderNotAvailable = 5,
+    NotLeaderOrFollower = 6,
+    RequestTimedOut = 7,
+    MessageTooLarge = 10,
+    NotController = 41,
+    InvalidTopic = 17,
+    RecordListTooLarge = 18,
+    InvalidRequiredAcks = 21,
+    InvalidTimestamp = 32,
+    UnsupportedVersion = 35,
+    TopicAlreadyExists = 36,
+    InvalidPartitions = 37,
+    InvalidReplicationFactor = 38,
+    InvalidReplicaAssignment = 39,
+    InvalidConfig = 40,
+    InvalidRequest = 42,
+    UnsupportedForMessageFormat = 43,
+    KafkaStorageError = 56,
+    UnknownTopicId = 100,
+    InconsistentTopicId = 103,
+    UnknownServerError = -1,
+}
+
+impl KafkaCode {
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+}
+
+/// An error with the Kafka code a client should see and a message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaError {
+    pub code: KafkaCode,
+    pub message: String,
+}
+
+impl KafkaError {
+    pub fn new(code: KafkaCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for KafkaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for KafkaError {}
+
+impl From<KafkaCode> for KafkaError {
+    fn from(code: KafkaCode) -> Self {
+        Self::new(code, "")
+    }
+}

@@ -1,0 +1,117 @@
+//! The `sluice` command line (clap). `sluice broker` starts a broker; the client commands
+//! (topic, produce, consume, group, cluster, bench) build on the Kafka client.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigFile, Durability};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A Kafka-compatible, thread-per-core event streaming broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a broker.
+    ///
+    /// Examples:
+    ///   sluice broker                                  # 127.0.0.1:9092, data in ./data
+    ///   sluice broker --listen 0.0.0.0:9092 --advertised-listener kafka1:9092 --cores 4
+    ///   sluice broker --config tuning/throughput.toml --data-dir /var/lib/sluice
+    Broker(BrokerArgs),
+}
+
+/// Every flag has a config-file key of the same name with underscores.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// TOML config file; flags override its keys.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: ./data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// host:port to listen on; port 0 picks a free port [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// host:port clients are told to connect to [default: the listen address]
+    #[arg(long)]
+    pub advertised_listener: Option<String>,
+    /// This broker's node.id [default: 1]
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Shards (one per core) [default: all cores]
+    #[arg(long)]
+    pub cores: Option<usize>,
+    /// fsync (acknowledge after fdatasync, the default) or interval
+    #[arg(long, value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "fsync" => Ok(Durability::Fsync),
+        "interval" => Ok(Durability::Interval),
+        other => Err(format!("{other:?} is not fsync or interval")),
+    }
+}
+
+impl BrokerArgs {
+    fn overrides(&self) -> ConfigFile {
+        ConfigFile {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            advertised_listener: self.advertised_listener.clone(),
+            node_id: self.node_id,
+            cores: self.cores,
+            durability: self.durability,
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Broker(args) => run_broker(args),
+    }
+}
+
+fn run_broker(args: BrokerArgs) -> i32 {
+    init_logging();
+    let file = match &args.config {
+        Some(path) => match ConfigFile::load(path) {
+            Ok(f) => f,
+            Err(e) => return fail(&e),
+        },
+        None => ConfigFile::default(),
+    };
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = match file.overlay(args.overrides()).resolve(available) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match crate::server::run(config) {
+        Ok(()) => 0,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> i32 {
+    eprintln!("Error: {e:#}");
+    1
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,155 @@
+//! An immutable view of the cluster's metadata at one point, shared by every shard.
+
+use std::collections::BTreeMap;
+
+use super::MetadataRecord;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub index: i32,
+    /// The shard of the leader broker that owns this partition.
+    pub shard: usize,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: [u8; 16],
+    pub partitions: Vec<PartitionInfo>,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    pub internal: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSnapshot {
+    pub cluster_id: String,
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+}
+
+impl ClusterSnapshot {
+    pub fn empty(broker: BrokerInfo, cluster_id: String) -> Self {
+        Self {
+            cluster_id,
+            controller_id: broker.node_id,
+            brokers: vec![broker],
+            topics: BTreeMap::new(),
+        }
+    }
+
+    pub fn this_broker(&self) -> &BrokerInfo {
+        &self.brokers[0]
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionInfo> {
+        let t = self.topics.get(topic)?;
+        usize::try_from(index).ok().and_then(|i| t.partitions.get(i))
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicInfo> {
+        self.topics.values().find(|t| &t.topic_id == id)
+    }
+
+    /// Shards for `count` new partitions: each to the shard owning the fewest so far.
+    pub fn place(&self, count: i32, shards: usize) -> Vec<usize> {
+        let mut load = vec![0usize; shards.max(1)];
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                let n = load.len();
+                load[p.shard % n] += 1;
+            }
+        }
+        (0..count)
+            .map(|_| {
+                let (i, _) = load
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, n)| (**n, *i))
+                    .expect("at least one shard");
+                load[i] += 1;
+                i
+            })
+            .collect()
+    }
+
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                shards,
+                replication_factor,
+                configs,
+            } => {
+                let node = self.controller_id;
+                let partitions = shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &shard)| PartitionInfo {
+                        index: i as i32,
+                        shard,
+                        leader: node,
+                        leader_epoch: 0,
+                        replicas: vec![node],
+                        isr: vec![node],
+                    })
+                    .collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions,
+                        replication_factor: *replication_factor,
+                        configs: configs.clone(),
+                        internal: name.starts_with("__"),
+                    },
+                );
+            }
+            MetadataRecord::DeleteTopic { name } => {
+                self.topics.remove(name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker() -> BrokerInfo {
+        BrokerInfo {
+            node_id: 1,
+            host: "h".into(),
+            port: 1,
+        }
+    }
+
+    #[test]
+    fn placement_balances_partitions_over_shards() {
+        let mut s = ClusterSnapshot::empty(broker(), "c".into());
+        let shards = s.place(3, 2);
+        assert_eq!(shards, vec![0, 1, 0]);
+        s.apply(&MetadataRecord::CreateTopic {
+            name: "a".into(),
+            topic_id: [1; 16],
+            shards,
+            replication_factor: 1,
+            configs: Default::default(),
+        });
+        assert_eq!(s.place(1, 2), vec![1]);
+    }
+}

@@ -1,0 +1,17 @@
+//! sluice: a Kafka-compatible, thread-per-core event streaming broker.
+//!
+//! Modules are layered (see DESIGN.md §2 and `tests/layering.rs`): each may use only the
+//! modules listed before it here.
+
+pub mod base;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod runtime;
+pub mod log;
+pub mod partition;
+pub mod shard;
+pub mod controller;
+pub mod router;
+pub mod server;
+pub mod cli;

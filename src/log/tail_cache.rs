@@ -1,0 +1,126 @@
+//! Recent batches of a partition kept in memory, so consumers near the head are served
+//! without touching the disk. Holds every batch not yet written (those cannot be read from
+//! disk) plus written ones up to a byte budget; the oldest written batches leave first.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+#[derive(Debug, Clone)]
+pub struct CachedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub bytes: Bytes,
+}
+
+#[derive(Debug, Default)]
+pub struct TailCache {
+    batches: VecDeque<CachedBatch>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl TailCache {
+    pub fn new(budget: usize) -> Self {
+        Self {
+            batches: VecDeque::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    pub fn push(&mut self, batch: CachedBatch) {
+        debug_assert!(
+            self.batches.back().is_none_or(|b| b.last_offset < batch.base_offset),
+            "tail cache batches must be in offset order"
+        );
+        self.bytes += batch.bytes.len();
+        self.batches.push_back(batch);
+    }
+
+    /// Drops the oldest batches while over budget, never one at or past `written_end`.
+    pub fn evict(&mut self, written_end: i64) {
+        while self.bytes > self.budget {
+            match self.batches.front() {
+                Some(b) if b.last_offset < written_end => {
+                    self.bytes -= b.bytes.len();
+                    self.batches.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Whether a read from `offset` can be answered from memory.
+    pub fn covers(&self, offset: i64) -> bool {
+        self.batches.front().is_some_and(|b| b.base_offset <= offset)
+    }
+
+    /// Whole batches holding offsets from `offset` up to (not including) `end`, at most
+    /// `max_bytes` unless the first batch alone is larger (Kafka returns it whole anyway).
+    /// One batch is returned without copying; several are joined into one buffer.
+    pub fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Bytes {
+        let start = self.batches.partition_point(|b| b.last_offset < offset);
+        let mut picked: Vec<&Bytes> = Vec::new();
+        let mut total = 0usize;
+        for b in self.batches.range(start..) {
+            if b.last_offset >= end {
+                break;
+            }
+            if !picked.is_empty() && total + b.bytes.len() > max_bytes {
+                break;
+            }
+            total += b.bytes.len();
+            picked.push(&b.bytes);
+        }
+        match picked.as_slice() {
+            [] => Bytes::new(),
+            [one] => (*one).clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(total);
+                for b in many {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        }
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base: i64, last: i64, len: usize) -> CachedBatch {
+        CachedBatch {
+            base_offset: base,
+            last_offset: last,
+            bytes: Bytes::from(vec![base as u8; len]),
+        }
+    }
+
+    #[test]
+    fn read_stops_at_end_and_max_bytes_but_returns_one_whole_batch() {
+        let mut c = TailCache::new(1 << 20);
+        c.push(batch(0, 4, 100));
+        c.push(batch(5, 9, 100));
+        c.push(batch(10, 14, 100));
+        assert_eq!(c.read(0, 15, 250).len(), 200);
+        assert_eq!(c.read(6, 15, 10).len(), 100);
+        assert_eq!(c.read(0, 10, 1000).len(), 200);
+        assert_eq!(c.read(15, 15, 1000).len(), 0);
+    }
+
+    #[test]
+    fn unwritten_batches_are_never_evicted() {
+        let mut c = TailCache::new(50);
+        c.push(batch(0, 4, 100));
+        c.push(batch(5, 9, 100));
+        c.evict(5);
+        assert!(!c.covers(0));
+        assert!(c.covers(5));
+        c.evict(0);
+        assert!(c.covers(5));
+    }
+}

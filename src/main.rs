@@ -1,0 +1,6 @@
+#[global_allocator]
+static ALLOCATOR: sluice::runtime::HugeAwareAllocator = sluice::runtime::HugeAwareAllocator;
+
+fn main() {
+    std::process::exit(sluice::cli::main());
+}

@@ -1,0 +1,412 @@
+//! The router: maps each partition to its owner shard using the current metadata snapshot,
+//! splits a multi-partition request into one message per shard, sends it (the only place a
+//! request leaves this core), and merges the answers. It also carries controller requests to
+//! shard 0 and snapshots from the controller to every shard. Uses base, shard, controller.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use futures::future::{join_all, select_all, LocalBoxFuture};
+use futures::StreamExt;
+
+use crate::base::{KafkaCode, KafkaError, TopicPartition};
+use crate::controller::{ClusterSnapshot, Controller, CreatedTopic, NewTopic};
+use crate::metrics::ShardMetrics;
+use crate::partition::ReadResult;
+use crate::runtime::{self, MeshReceivers, MeshSenders};
+use crate::shard::{Assignment, FetchPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart, Shard, ShardRequest};
+
+/// The shard that runs the controller.
+pub const CONTROLLER_SHARD: usize = 0;
+
+/// Everything that crosses between cores.
+pub enum MeshMessage {
+    Shard(ShardRequest),
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: oneshot::Sender<Vec<CreatedTopic>>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: oneshot::Sender<Vec<(String, Result<(), KafkaError>)>>,
+    },
+    Snapshot {
+        snapshot: Arc<ClusterSnapshot>,
+        applied: oneshot::Sender<()>,
+    },
+}
+
+/// This shard's router.
+pub struct Router {
+    me: usize,
+    shards: usize,
+    senders: MeshSenders<MeshMessage>,
+    local: Rc<Shard>,
+    snapshot: RefCell<Arc<ClusterSnapshot>>,
+    controller: RefCell<Option<Rc<Controller>>>,
+    metrics: Rc<ShardMetrics>,
+    snapshot_seen: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl Router {
+    pub fn new(
+        senders: MeshSenders<MeshMessage>,
+        shards: usize,
+        local: Rc<Shard>,
+        initial: Arc<ClusterSnapshot>,
+        metrics: Rc<ShardMetrics>,
+    ) -> (Rc<Router>, oneshot::Receiver<()>) {
+        let (first_tx, first_rx) = oneshot::channel();
+        let router = Rc::new(Router {
+            me: senders.me(),
+            shards,
+            senders,
+            local,
+            snapshot: RefCell::new(initial),
+            controller: RefCell::new(None),
+            metrics,
+            snapshot_seen: RefCell::new(Some(first_tx)),
+        });
+        (router, first_rx)
+    }
+
+    pub fn set_controller(&self, controller: Rc<Controller>) {
+        *self.controller.borrow_mut() = Some(controller);
+    }
+
+    pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Drains every peer's channel into this shard. Messages from one peer are handled in the
+    /// order sent: produces append before the next message is looked at.
+    pub fn serve_mesh(self: &Rc<Self>, receivers: MeshReceivers<MeshMessage>) {
+        for (_, mut stream) in receivers.streams() {
+            let me = Rc::downgrade(self);
+            runtime::detach(async move {
+                while let Some(msg) = stream.next().await {
+                    let Some(router) = me.upgrade() else { break };
+                    router.handle_message(msg);
+                }
+            });
+        }
+    }
+
+    fn handle_message(self: &Rc<Self>, msg: MeshMessage) {
+        match msg {
+            MeshMessage::Shard(req) => self.local.dispatch(req),
+            MeshMessage::CreateTopics {
+                topics,
+                validate_only,
+                reply,
+            } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.create_topics(topics, validate_only).await);
+                });
+            }
+            MeshMessage::DeleteTopics { names, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.delete_topics(names).await);
+                });
+            }
+            MeshMessage::Snapshot { snapshot, applied } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    me.apply_snapshot(snapshot).await;
+                    let _ = applied.send(());
+                });
+            }
+        }
+    }
+
+    /// Installs a snapshot here: partitions placed on this shard are opened (or removed)
+    /// before the snapshot becomes visible to this shard's connections.
+    pub async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
+        let assigned: Vec<Assignment> = snapshot
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.shard % self.shards == self.me)
+                    .map(move |p| Assignment {
+                        tp: TopicPartition::new(t.name.clone(), p.index),
+                        topic_id: t.topic_id,
+                        leader_epoch: p.leader_epoch,
+                    })
+            })
+            .collect();
+        self.local.apply_assignments(assigned).await;
+        *self.snapshot.borrow_mut() = snapshot;
+        if let Some(first) = self.snapshot_seen.borrow_mut().take() {
+            let _ = first.send(());
+        }
+    }
+
+    /// The publish sink the controller uses: every shard applies, then this completes.
+    pub fn publisher(router: Weak<Router>) -> impl Fn(Arc<ClusterSnapshot>) -> LocalBoxFuture<'static, ()> {
+        move |snapshot| {
+            let router = router.clone();
+            Box::pin(async move {
+                let Some(router) = router.upgrade() else { return };
+                let mut acks = Vec::new();
+                for shard in 0..router.shards {
+                    if shard == router.me {
+                        continue;
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let msg = MeshMessage::Snapshot {
+                        snapshot: snapshot.clone(),
+                        applied: tx,
+                    };
+                    if router.senders.send_to(shard, msg).await.is_ok() {
+                        acks.push(rx);
+                    }
+                }
+                router.apply_snapshot(snapshot).await;
+                join_all(acks).await;
+            })
+        }
+    }
+
+    fn owner(&self, snap: &ClusterSnapshot, tp: &TopicPartition) -> Option<usize> {
+        snap.partition(&tp.topic, tp.partition).map(|p| p.shard % self.shards)
+    }
+
+    /// Hands `req` to `shard`: locally by a direct call, else over the mesh.
+    async fn send(&self, shard: usize, req: ShardRequest) {
+        if shard == self.me {
+            self.local.dispatch(req);
+            return;
+        }
+        self.metrics.cross_shard_hops.set(self.metrics.cross_shard_hops.get() + 1);
+        if self.senders.send_to(shard, MeshMessage::Shard(req)).await.is_err() {
+            tracing::error!(shard, "mesh peer is gone");
+        }
+    }
+
+    /// Stage one of a produce: every part is appended (in order) by its owner before this
+    /// returns; the returned future completes when each part is acknowledged per `acks`.
+    pub async fn submit_produce(
+        &self,
+        parts: Vec<ProducePart>,
+        acks: i16,
+    ) -> LocalBoxFuture<'static, Vec<ProduceOutcome>> {
+        let snap = self.snapshot();
+        let n = parts.len();
+        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<ProducePart>)> = BTreeMap::new();
+        let mut outcomes: Vec<Option<ProduceOutcome>> = vec![None; n];
+        for (i, part) in parts.into_iter().enumerate() {
+            match self.owner(&snap, &part.tp) {
+                Some(shard) => {
+                    let entry = per_shard.entry(shard).or_default();
+                    entry.0.push(i);
+                    entry.1.push(part);
+                }
+                None => outcomes[i] = Some(failed_produce(KafkaCode::UnknownTopicOrPartition)),
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, (indexes, parts)) in per_shard {
+            let (tx, rx) = oneshot::channel();
+            self.send(shard, ShardRequest::Produce { parts, acks, reply: tx }).await;
+            pending.push((indexes, rx));
+        }
+        Box::pin(async move {
+            for (indexes, rx) in pending {
+                let answers = rx.await.unwrap_or_default();
+                for (k, i) in indexes.into_iter().enumerate() {
+                    outcomes[i] = Some(
+                        answers
+                            .get(k)
+                            .cloned()
+                            .unwrap_or_else(|| failed_produce(KafkaCode::UnknownServerError)),
+                    );
+                }
+            }
+            outcomes.into_iter().map(|o| o.expect("every part answered")).collect()
+        })
+    }
+
+    /// Reads every part once from its owner, in request order.
+    pub async fn fetch_once(&self, parts: &[FetchPart]) -> Vec<ReadResult> {
+        let snap = self.snapshot();
+        let mut results: Vec<Option<ReadResult>> = vec![None; parts.len()];
+        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<FetchPart>)> = BTreeMap::new();
+        for (i, part) in parts.iter().enumerate() {
+            match self.owner(&snap, &part.tp) {
+                Some(shard) => {
+                    let e = per_shard.entry(shard).or_default();
+                    e.0.push(i);
+                    e.1.push(part.clone());
+                }
+                None => results[i] = Some(unknown_read()),
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, (indexes, parts)) in per_shard {
+            let (tx, rx) = oneshot::channel();
+            self.send(shard, ShardRequest::Fetch { parts, reply: tx }).await;
+            pending.push((indexes, rx));
+        }
+        for (indexes, rx) in pending {
+            let answers = rx.await.unwrap_or_default();
+            for (k, i) in indexes.into_iter().enumerate() {
+                results[i] = Some(answers.get(k).cloned().unwrap_or_else(unknown_read));
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(unknown_read)).collect()
+    }
+
+    /// A fetch with Kafka's long-poll: answers once `min_bytes` are there, on an error, or
+    /// at `max_wait`; in between it parks on the owners' data-arrival notices.
+    pub async fn fetch(&self, parts: Vec<FetchPart>, min_bytes: usize, max_wait: Duration) -> Vec<ReadResult> {
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let results = self.fetch_once(&parts).await;
+            let bytes: usize = results.iter().map(|r| r.records.len()).sum();
+            let errored = results.iter().any(|r| r.error.is_some());
+            let now = Instant::now();
+            if bytes >= min_bytes.max(1) || errored || now >= deadline || parts.is_empty() {
+                return results;
+            }
+            self.wait_for_data(&parts, deadline - now).await;
+            if Instant::now() >= deadline {
+                return self.fetch_once(&parts).await;
+            }
+        }
+    }
+
+    async fn wait_for_data(&self, parts: &[FetchPart], max_wait: Duration) {
+        let snap = self.snapshot();
+        let mut per_shard: BTreeMap<usize, Vec<FetchPart>> = BTreeMap::new();
+        for part in parts {
+            if let Some(shard) = self.owner(&snap, &part.tp) {
+                per_shard.entry(shard).or_default().push(part.clone());
+            }
+        }
+        let mut waits = Vec::new();
+        for (shard, parts) in per_shard {
+            let (tx, rx) = oneshot::channel();
+            self.send(shard, ShardRequest::WaitForData { parts, max_wait, reply: tx }).await;
+            waits.push(rx);
+        }
+        if waits.is_empty() {
+            runtime::sleep(max_wait).await;
+            return;
+        }
+        // The first owner to see data ends the wait; dropping the others cancels theirs.
+        let _ = runtime::timeout(max_wait, select_all(waits)).await;
+    }
+
+    pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Vec<OffsetAnswer> {
+        let snap = self.snapshot();
+        let mut results: Vec<Option<OffsetAnswer>> = vec![None; queries.len()];
+        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<OffsetQuery>)> = BTreeMap::new();
+        for (i, q) in queries.into_iter().enumerate() {
+            match self.owner(&snap, &q.tp) {
+                Some(shard) => {
+                    let e = per_shard.entry(shard).or_default();
+                    e.0.push(i);
+                    e.1.push(q);
+                }
+                None => results[i] = Some(Err(KafkaCode::UnknownTopicOrPartition.into())),
+            }
+        }
+        for (shard, (indexes, queries)) in per_shard {
+            let (tx, rx) = oneshot::channel();
+            self.send(shard, ShardRequest::ListOffsets { queries, reply: tx }).await;
+            let answers = rx.await.unwrap_or_default();
+            for (k, i) in indexes.into_iter().enumerate() {
+                results[i] = Some(
+                    answers
+                        .get(k)
+                        .cloned()
+                        .unwrap_or(Err(KafkaCode::UnknownServerError.into())),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(KafkaCode::UnknownServerError.into())))
+            .collect()
+    }
+
+    /// Creates topics through the controller (on shard 0).
+    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<CreatedTopic> {
+        let controller = self.controller.borrow().clone();
+        if let Some(c) = controller {
+            return c.create_topics(topics, validate_only).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = MeshMessage::CreateTopics {
+            topics: topics.clone(),
+            validate_only,
+            reply: tx,
+        };
+        let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
+        rx.await.unwrap_or_else(|_| {
+            topics
+                .into_iter()
+                .map(|t| CreatedTopic {
+                    name: t.name,
+                    result: Err(KafkaCode::NotController.into()),
+                })
+                .collect()
+        })
+    }
+
+    /// Deletes topics through the controller (on shard 0).
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<(String, Result<(), KafkaError>)> {
+        let controller = self.controller.borrow().clone();
+        if let Some(c) = controller {
+            return c.delete_topics(names).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = MeshMessage::DeleteTopics {
+            names: names.clone(),
+            reply: tx,
+        };
+        let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
+        rx.await.unwrap_or_else(|_| {
+            names
+                .into_iter()
+                .map(|n| (n, Err(KafkaCode::NotController.into())))
+                .collect()
+        })
+    }
+
+    /// Closes this shard's partitions (after connections are drained).
+    pub async fn close_partitions(&self) {
+        self.local.close_all().await;
+    }
+}
+
+fn failed_produce(code: KafkaCode) -> ProduceOutcome {
+    ProduceOutcome {
+        base_offset: -1,
+        log_start_offset: -1,
+        error: Some(KafkaError::new(code, "")),
+    }
+}
+
+fn unknown_read() -> ReadResult {
+    ReadResult {
+        error: Some(KafkaError::new(KafkaCode::UnknownTopicOrPartition, "")),
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: bytes::Bytes::new(),
+    }
+}

@@ -1,0 +1,54 @@
+//! One pinned glommio executor per shard.
+
+use std::future::Future;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+/// A running shard thread.
+pub struct ShardHandle<T: Send + 'static> {
+    inner: glommio::ExecutorJoinHandle<T>,
+}
+
+impl<T: Send + 'static> ShardHandle<T> {
+    /// Waits for the shard's main future to finish.
+    pub fn join(self) -> std::io::Result<T> {
+        self.inner
+            .join()
+            .map_err(|e| std::io::Error::other(format!("shard thread failed: {e}")))
+    }
+}
+
+/// Registered I/O memory per shard: small, because `ulimit -l` is 8 MiB on our machines
+/// and every shard (and every benchmark client) registers its own.
+const IO_MEMORY: usize = 1 << 20;
+
+/// Starts `shards` executors, shard `i` pinned to CPU `cpus[i % cpus.len()]`, each running
+/// `main(i)`. Pinning is skipped when the process may not run on that CPU.
+pub fn run_shards<G, F, T>(shards: usize, main: G) -> std::io::Result<Vec<ShardHandle<T>>>
+where
+    G: Fn(usize) -> F + Clone + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let mut handles = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let placement = if cpus.is_empty() || shards > cpus.len() {
+            Placement::Unbound
+        } else {
+            Placement::Fixed(cpus[shard % cpus.len()])
+        };
+        let main = main.clone();
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{shard}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || main(shard))
+            .map_err(|e| std::io::Error::other(format!("cannot start shard {shard}: {e}")))?;
+        handles.push(ShardHandle { inner: handle });
+    }
+    Ok(handles)
+}

@@ -1,0 +1,104 @@
+//! The thread-per-core runtime: one glommio executor per core, pinned; the channel mesh
+//! between shards; timers, task spawning, DMA files and sockets. This is the only module that
+//! names glommio and the only place for `unsafe`; everything else uses the types and functions
+//! exported here, so the broker would not change if the executor ever had to.
+
+mod alloc;
+mod dirlock;
+mod executor;
+mod mesh;
+
+pub use alloc::HugeAwareAllocator;
+pub use dirlock::DirLock;
+pub use executor::{run_shards, ShardHandle};
+pub use mesh::{Mesh, MeshReceivers, MeshSenders};
+
+pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::task::JoinHandle as DetachedTask;
+pub use glommio::timer::sleep;
+pub use glommio::Task;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Spawns a task on the current shard. Dropping the returned `Task` cancels it; call
+/// [`detach`] to let it run on its own.
+pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
+    glommio::spawn_local(fut)
+}
+
+/// Spawns a task on the current shard that runs to completion on its own.
+pub fn detach<T: 'static>(fut: impl Future<Output = T> + 'static) {
+    glommio::spawn_local(fut).detach();
+}
+
+/// Runs `fut` for at most `dur`; `None` if the time ran out first.
+pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    use futures::future::{select, Either};
+    let fut = std::pin::pin!(fut);
+    let timer = std::pin::pin!(glommio::timer::sleep(dur));
+    match select(fut, timer).await {
+        Either::Left((v, _)) => Some(v),
+        Either::Right(_) => None,
+    }
+}
+
+/// Binds a listener with SO_REUSEPORT, so every shard can accept on the same port.
+pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(std::io::Error::from)
+}
+
+/// Binds and listens on `addr` without SO_REUSEPORT, then lets go: fails if any process
+/// (another broker included) listens there, and resolves port 0 to a free port.
+pub fn probe_listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::SocketAddr> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Connections of an earlier run lingering in TIME_WAIT must not block a restart.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1)?;
+    socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("listener has no socket address"))
+}
+
+/// Lets other tasks on this shard run before continuing.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await
+}
+
+/// Opens a file for direct I/O, creating it if needed (not truncating).
+pub async fn open_dma_rw(path: &std::path::Path) -> std::io::Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .dma_open(path)
+        .await
+        .map_err(std::io::Error::from)
+}
+
+/// Opens an existing file for direct-I/O reads.
+pub async fn open_dma_read(path: &std::path::Path) -> std::io::Result<DmaFile> {
+    DmaFile::open(path).await.map_err(std::io::Error::from)
+}
+
+/// glommio probes once per device whether polled reads work, using the first DMA file
+/// opened. If that file is empty the probe wrongly succeeds and every later read fails with
+/// EOPNOTSUPP. Open and read a non-empty file on the data directory's device first.
+pub async fn prime_dma_probe(data_dir: &std::path::Path) -> std::io::Result<()> {
+    let path = data_dir.join(".dma-probe");
+    std::fs::write(&path, vec![0u8; 4096])?;
+    let file = open_dma_read(&path).await?;
+    let read = file.read_at(0, 4096).await.map_err(std::io::Error::from)?;
+    debug_assert_eq!(read.len(), 4096);
+    file.close().await.map_err(std::io::Error::from)?;
+    Ok(())
+}
+
+/// Converts glommio's error type into `std::io::Error`.
+pub fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
+    std::io::Error::from(e)
+}

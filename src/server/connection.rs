@@ -1,0 +1,152 @@
+//! One client connection: reads whole frames, decodes them, runs each request as its own task
+//! and writes the answers back in request order. Produce requests pass their order-sensitive
+//! stage (appending) before the next frame is read, so pipelined produces keep their order.
+//! A malformed frame closes this connection only.
+
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures::channel::mpsc;
+use futures::future::{select, Either, Shared};
+use futures::io::{AsyncReadExt, AsyncWriteExt};
+use futures::{SinkExt, Stream, StreamExt};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
+use crate::metrics::ShardMetrics;
+use crate::protocol::codec::{self, Decoded};
+use crate::protocol::frame;
+use crate::runtime::{self, Task, TcpStream};
+
+use super::handlers::{Handlers, Reply};
+
+/// What a request task yields: a frame to write, nothing (acks=0), or a reason to close.
+type Outcome = Result<Option<BytesMut>, String>;
+
+const READ_CHUNK: usize = 64 * 1024;
+
+pub async fn serve(
+    stream: TcpStream,
+    handlers: Rc<Handlers>,
+    max_frame: usize,
+    stop: Shared<futures::channel::oneshot::Receiver<()>>,
+) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let (mut reader, writer) = stream.split();
+    let (mut queue, pending) = mpsc::channel::<Task<Outcome>>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer_task = runtime::spawn(write_responses(writer, pending));
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut chunk = vec![0u8; READ_CHUNK];
+    'conn: loop {
+        loop {
+            match frame::take_frame(&mut buf, max_frame) {
+                Ok(Some(f)) => {
+                    let task = match start_request(&handlers, f).await {
+                        Ok(task) => task,
+                        Err(reason) => {
+                            tracing::debug!(%peer, %reason, "closing connection");
+                            ShardMetrics::bump(&handlers.router.metrics().connections_refused_frames);
+                            break 'conn;
+                        }
+                    };
+                    if queue.send(task).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "bad frame; closing connection");
+                    ShardMetrics::bump(&handlers.router.metrics().connections_refused_frames);
+                    break 'conn;
+                }
+            }
+        }
+        let read = reader.read(&mut chunk);
+        let n = match select(std::pin::pin!(read), stop.clone()).await {
+            Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => break,
+            Either::Left((Ok(n), _)) => n,
+            Either::Right(_) => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    drop(queue);
+    writer_task.await;
+}
+
+async fn write_responses(
+    mut writer: futures::io::WriteHalf<TcpStream>,
+    mut pending: mpsc::Receiver<Task<Outcome>>,
+) {
+    while let Some(task) = pending.next().await {
+        match task.await {
+            Ok(Some(frame)) => {
+                if writer.write_all(&frame).await.is_err() {
+                    break;
+                }
+                // Flush only when nothing else is ready, so pipelined answers share a write.
+                if pending.size_hint().0 == 0 && writer.flush().await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::warn!(%reason, "cannot answer request; closing connection");
+                break;
+            }
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.close().await;
+}
+
+/// Decodes a frame and starts its request. Produce appends before this returns.
+async fn start_request(handlers: &Rc<Handlers>, f: bytes::Bytes) -> Result<Task<Outcome>, String> {
+    let decoded = codec::decode(f).map_err(|e| e.to_string())?;
+    let req = match decoded {
+        Decoded::UnsupportedApiVersions { correlation_id } => {
+            let frame = codec::unsupported_api_versions_frame(correlation_id);
+            return Ok(runtime::spawn(async move { Ok(Some(frame)) }));
+        }
+        Decoded::ObsoleteProduce(p) => {
+            let frame = (p.acks != 0).then(|| codec::obsolete_produce_frame(&p));
+            return Ok(runtime::spawn(async move { Ok(frame) }));
+        }
+        Decoded::Request(req) => req,
+    };
+    let key = req.api_key;
+    let version = req.header.request_api_version;
+    let correlation_id = req.header.correlation_id;
+    let encode = move |reply: Reply| -> Outcome {
+        reply
+            .map(|body| codec::encode_response(key, version, correlation_id, &body))
+            .transpose()
+            .map_err(|e| format!("encoding {key:?} v{version}: {e}"))
+    };
+    if let RequestKind::Produce(produce) = req.body {
+        ShardMetrics::bump(&handlers.router.metrics().produce_requests);
+        let done = handlers.produce(produce).await;
+        return Ok(runtime::spawn(async move { encode(done.await) }));
+    }
+    let h = handlers.clone();
+    Ok(runtime::spawn(async move {
+        let reply = run_request(&h, key, version, req.body).await;
+        encode(Some(reply))
+    }))
+}
+
+async fn run_request(h: &Handlers, key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+    match body {
+        RequestKind::ApiVersions(_) => h.api_versions(),
+        RequestKind::Metadata(r) => h.metadata(r, version).await,
+        RequestKind::Fetch(r) => {
+            ShardMetrics::bump(&h.router.metrics().fetch_requests);
+            h.fetch(r, version).await
+        }
+        RequestKind::ListOffsets(r) => h.list_offsets(r, version).await,
+        RequestKind::CreateTopics(r) => h.create_topics(r).await,
+        RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
+        RequestKind::DescribeCluster(_) => h.describe_cluster(),
+        other => unreachable!("{key:?} is in the version table but has no handler: {other:?}"),
+    }
+}

@@ -1,0 +1,282 @@
+//! The broker process: binds the listeners, starts one shard per core, wires each shard's
+//! router, controller (shard 0) and connections, and runs the clean shutdown (stop
+//! accepting, drain in-flight requests, flush and fsync every log). Uses everything above.
+
+mod connection;
+mod handlers;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::channel::{mpsc, oneshot};
+use futures::future::FutureExt;
+use futures::StreamExt;
+
+use crate::base::limits::MESH_CHANNEL_CAPACITY;
+use crate::config::BrokerConfig;
+use crate::controller::{BrokerInfo, ClusterSnapshot, Controller, TopicDefaults};
+use crate::metrics::ShardMetrics;
+use crate::router::Router;
+use crate::runtime::{self, DirLock, Mesh, TcpListener};
+use crate::shard::Shard;
+
+pub use handlers::HandlerSettings;
+
+/// How long a clean shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the main thread tells a shard.
+enum Control {
+    StopAccepting(std_mpsc::Sender<()>),
+    CloseLogs(std_mpsc::Sender<()>),
+}
+
+#[derive(Clone)]
+struct ShardContext {
+    config: Arc<BrokerConfig>,
+    listen: SocketAddr,
+    broker: BrokerInfo,
+    mesh: Mesh<crate::router::MeshMessage>,
+    controls: Arc<Mutex<Vec<Option<mpsc::UnboundedReceiver<Control>>>>>,
+    ready: std_mpsc::Sender<Result<(), String>>,
+}
+
+/// Runs a broker until SIGINT or SIGTERM, then shuts it down cleanly.
+pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let _lock = DirLock::acquire(&config.data_dir)?;
+    let listen = claim_port(config.listen)?;
+    let broker = advertised(&config, listen)?;
+    let shards = config.cores;
+    let (ready_tx, ready_rx) = std_mpsc::channel();
+    let mut control_txs = Vec::new();
+    let mut control_rxs = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = mpsc::unbounded();
+        control_txs.push(tx);
+        control_rxs.push(Some(rx));
+    }
+    let ctx = ShardContext {
+        config: Arc::new(config),
+        listen,
+        broker,
+        mesh: Mesh::new(shards, MESH_CHANNEL_CAPACITY),
+        controls: Arc::new(Mutex::new(control_rxs)),
+        ready: ready_tx,
+    };
+    // The signal handler is installed before any shard starts, so no signal is missed.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let handles = runtime::run_shards(shards, move |i| shard_main(i, ctx.clone()))?;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => anyhow::bail!("shard failed to start: {e}"),
+            Err(_) => anyhow::bail!("a shard exited during start-up"),
+        }
+    }
+    println!("sluice ready: listening on {listen}");
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    tracing::info!(%listen, shards, "broker ready");
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "shutting down");
+    run_phase(&control_txs, Control::StopAccepting);
+    run_phase(&control_txs, Control::CloseLogs);
+    for h in handles {
+        h.join()?;
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn run_phase(controls: &[mpsc::UnboundedSender<Control>], make: fn(std_mpsc::Sender<()>) -> Control) {
+    let (tx, rx) = std_mpsc::channel();
+    let mut sent = 0;
+    for c in controls {
+        if c.unbounded_send(make(tx.clone())).is_ok() {
+            sent += 1;
+        }
+    }
+    for _ in 0..sent {
+        if rx.recv().is_err() {
+            break;
+        }
+    }
+}
+
+/// Refuses to start when another process serves the port (SO_REUSEPORT would otherwise let
+/// two brokers split the connections); resolves port 0 to a free port.
+fn claim_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let probe = runtime::probe_listen(addr)
+        .with_context(|| format!("cannot listen on {addr}: is another broker already serving it?"))?;
+    Ok(probe)
+}
+
+fn advertised(config: &BrokerConfig, listen: SocketAddr) -> anyhow::Result<BrokerInfo> {
+    let (host, port) = match &config.advertised_listener {
+        Some(a) => {
+            let (h, p) = a
+                .rsplit_once(':')
+                .with_context(|| format!("advertised listener {a:?} is not host:port"))?;
+            (h.to_owned(), p.parse().with_context(|| format!("bad port in {a:?}"))?)
+        }
+        None if listen.ip().is_unspecified() => ("127.0.0.1".to_owned(), listen.port() as i32),
+        None => (listen.ip().to_string(), listen.port() as i32),
+    };
+    Ok(BrokerInfo {
+        node_id: config.node_id,
+        host,
+        port,
+    })
+}
+
+async fn shard_main(i: usize, ctx: ShardContext) {
+    let ready = ctx.ready.clone();
+    let control = ctx.controls.lock().ok().and_then(|mut c| c[i].take());
+    let Some(control) = control else {
+        let _ = ready.send(Err(format!("shard {i} has no control channel")));
+        return;
+    };
+    match start_shard(i, &ctx).await {
+        Ok(shard) => {
+            let _ = ready.send(Ok(()));
+            shard.run(control).await;
+        }
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {i}: {e:#}")));
+        }
+    }
+}
+
+struct RunningShard {
+    router: Rc<Router>,
+    stop_tx: Option<oneshot::Sender<()>>,
+    open_connections: Rc<Cell<usize>>,
+    accept_task: Option<runtime::Task<()>>,
+    controller: Option<Rc<Controller>>,
+}
+
+async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShard> {
+    let config = &ctx.config;
+    runtime::prime_dma_probe(&config.data_dir).await.context("priming the DMA probe")?;
+    let (senders, receivers) = ctx.mesh.clone().join().await?;
+    let metrics = Rc::new(ShardMetrics::default());
+    let shard = Shard::new(i, config.data_dir.clone(), config.log.clone(), config.message_max_bytes);
+    let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
+    let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
+    router.serve_mesh(receivers);
+    let mut controller = None;
+    if i == crate::router::CONTROLLER_SHARD {
+        let c = Rc::new(Controller::open(
+            &config.data_dir.join("meta"),
+            ctx.broker.clone(),
+            config.cores,
+            TopicDefaults {
+                num_partitions: config.num_partitions,
+                replication_factor: config.default_replication_factor,
+            },
+            Box::new(Router::publisher(Rc::downgrade(&router))),
+        )?);
+        router.set_controller(c.clone());
+        c.publish_current().await;
+        controller = Some(c);
+    }
+    first_snapshot.await.context("no metadata snapshot arrived")?;
+    let listener = runtime::bind_listener(ctx.listen).with_context(|| format!("binding {}", ctx.listen))?;
+    let handlers = Rc::new(handlers::Handlers {
+        router: router.clone(),
+        settings: HandlerSettings {
+            auto_create_topics: config.auto_create_topics_enable,
+            default_partitions: config.num_partitions,
+            default_replication_factor: config.default_replication_factor,
+        },
+    });
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stop = stop_rx.shared();
+    let open_connections = Rc::new(Cell::new(0usize));
+    let accept_task = runtime::spawn(accept_loop(
+        listener,
+        handlers,
+        config.socket_request_max_bytes,
+        stop,
+        open_connections.clone(),
+    ));
+    Ok(RunningShard {
+        router,
+        stop_tx: Some(stop_tx),
+        open_connections,
+        accept_task: Some(accept_task),
+        controller,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handlers: Rc<handlers::Handlers>,
+    max_frame: usize,
+    stop: futures::future::Shared<oneshot::Receiver<()>>,
+    open: Rc<Cell<usize>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                runtime::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        ShardMetrics::bump(&handlers.router.metrics().connections_accepted);
+        open.set(open.get() + 1);
+        let (h, s, o) = (handlers.clone(), stop.clone(), open.clone());
+        runtime::detach(async move {
+            connection::serve(stream, h, max_frame, s).await;
+            o.set(o.get() - 1);
+        });
+    }
+}
+
+impl RunningShard {
+    async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+        while let Some(msg) = control.next().await {
+            match msg {
+                Control::StopAccepting(done) => {
+                    self.stop_accepting().await;
+                    let _ = done.send(());
+                }
+                Control::CloseLogs(done) => {
+                    self.router.close_partitions().await;
+                    drop(self.controller.take());
+                    let _ = done.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops the listener, tells connections to read no more, waits for their answers.
+    async fn stop_accepting(&mut self) {
+        drop(self.accept_task.take());
+        if let Some(stop) = self.stop_tx.take() {
+            let _ = stop.send(());
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.open_connections.get() > 0 && Instant::now() < deadline {
+            runtime::sleep(Duration::from_millis(5)).await;
+        }
+        if self.open_connections.get() > 0 {
+            tracing::warn!(open = self.open_connections.get(), "connections still open after drain timeout");
+        }
+    }
+}
+
+/// The data directory's metadata folder, for tools.
+pub fn meta_dir(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("meta")
+}

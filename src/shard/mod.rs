@@ -1,0 +1,309 @@
+//! A shard owns this core's partitions: it opens and closes them as metadata snapshots say,
+//! and runs the partition work that arrives for them, from its own connections or from
+//! other shards. Requests arrive as owned [`ShardRequest`] values with a oneshot for the
+//! answer; [`Shard::dispatch`] does the order-sensitive part (appending) at once and spawns
+//! the rest, so produces from one connection keep their order. Uses base, runtime, partition.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{join_all, select_all};
+
+use crate::base::{KafkaCode, KafkaError, TopicPartition};
+use crate::config::LogSettings;
+use crate::partition::{Partition, ReadResult};
+use crate::runtime;
+
+/// One partition's part of a produce.
+#[derive(Debug)]
+pub struct ProducePart {
+    pub tp: TopicPartition,
+    pub records: Bytes,
+}
+
+/// The answer for one produced partition.
+#[derive(Debug, Clone)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+    pub error: Option<KafkaError>,
+}
+
+/// One partition's part of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// What ListOffsets asks of one partition.
+#[derive(Debug, Clone)]
+pub struct OffsetQuery {
+    pub tp: TopicPartition,
+    pub timestamp: i64,
+}
+
+/// The answer to a ListOffsets query: `(offset, timestamp)` or an error.
+pub type OffsetAnswer = Result<(i64, i64), KafkaError>;
+
+/// Work for the shard that owns the named partitions.
+pub enum ShardRequest {
+    Produce {
+        parts: Vec<ProducePart>,
+        acks: i16,
+        reply: oneshot::Sender<Vec<ProduceOutcome>>,
+    },
+    Fetch {
+        parts: Vec<FetchPart>,
+        reply: oneshot::Sender<Vec<ReadResult>>,
+    },
+    /// Completes when any partition's high watermark passes its offset, or at the deadline.
+    WaitForData {
+        parts: Vec<FetchPart>,
+        max_wait: Duration,
+        reply: oneshot::Sender<()>,
+    },
+    ListOffsets {
+        queries: Vec<OffsetQuery>,
+        reply: oneshot::Sender<Vec<OffsetAnswer>>,
+    },
+}
+
+/// A partition the metadata places on this shard.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub tp: TopicPartition,
+    pub topic_id: [u8; 16],
+    pub leader_epoch: i32,
+}
+
+/// The partitions this shard owns.
+pub struct Shard {
+    id: usize,
+    data_dir: PathBuf,
+    settings: LogSettings,
+    message_max_bytes: usize,
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+}
+
+fn not_here() -> KafkaError {
+    KafkaError::new(
+        KafkaCode::UnknownTopicOrPartition,
+        "This server does not host this topic-partition.",
+    )
+}
+
+impl Shard {
+    pub fn new(id: usize, data_dir: PathBuf, settings: LogSettings, message_max_bytes: usize) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            data_dir,
+            settings,
+            message_max_bytes,
+            partitions: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Option<Rc<Partition>> {
+        self.partitions.borrow().get(tp).cloned()
+    }
+
+    /// Runs a request: appends happen before this returns; everything else is spawned.
+    pub fn dispatch(self: &Rc<Self>, req: ShardRequest) {
+        match req {
+            ShardRequest::Produce { parts, acks, reply } => self.produce(parts, acks, reply),
+            ShardRequest::Fetch { parts, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.fetch(parts).await);
+                });
+            }
+            ShardRequest::WaitForData {
+                parts,
+                max_wait,
+                reply,
+            } => {
+                let me = self.clone();
+                runtime::detach(async move { me.wait_for_data(parts, max_wait, reply).await });
+            }
+            ShardRequest::ListOffsets { queries, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let mut out = Vec::with_capacity(queries.len());
+                    for q in queries {
+                        out.push(me.list_offset(&q).await);
+                    }
+                    let _ = reply.send(out);
+                });
+            }
+        }
+    }
+
+    fn produce(&self, parts: Vec<ProducePart>, acks: i16, reply: oneshot::Sender<Vec<ProduceOutcome>>) {
+        let mut waits = Vec::with_capacity(parts.len());
+        for part in parts {
+            let Some(p) = self.partition(&part.tp) else {
+                waits.push((None, Err(not_here())));
+                continue;
+            };
+            let appended = p.append(&part.records);
+            waits.push((Some(p), appended));
+        }
+        runtime::detach(async move {
+            let outcomes = join_all(waits.into_iter().map(|(p, appended)| async move {
+                match (p, appended) {
+                    (Some(p), Ok(a)) => {
+                        let error = p.wait_acked(a, acks).await.err();
+                        ProduceOutcome {
+                            base_offset: if error.is_some() { -1 } else { a.base_offset },
+                            log_start_offset: p.offsets().log_start,
+                            error,
+                        }
+                    }
+                    (_, Err(e)) => ProduceOutcome {
+                        base_offset: -1,
+                        log_start_offset: -1,
+                        error: Some(e),
+                    },
+                    (None, Ok(_)) => unreachable!("an append needs a partition"),
+                }
+            }))
+            .await;
+            let _ = reply.send(outcomes);
+        });
+    }
+
+    pub async fn fetch(&self, parts: Vec<FetchPart>) -> Vec<ReadResult> {
+        let mut out = Vec::with_capacity(parts.len());
+        for part in parts {
+            let r = match self.partition(&part.tp) {
+                Some(p) => p.read(part.offset, part.max_bytes).await,
+                None => ReadResult {
+                    error: Some(not_here()),
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    log_start_offset: -1,
+                    records: Bytes::new(),
+                },
+            };
+            out.push(r);
+        }
+        out
+    }
+
+    async fn wait_for_data(&self, parts: Vec<FetchPart>, max_wait: Duration, mut reply: oneshot::Sender<()>) {
+        let mut arrivals = Vec::new();
+        for part in &parts {
+            let Some(p) = self.partition(&part.tp) else { continue };
+            if p.offsets().high_watermark > part.offset {
+                let _ = reply.send(());
+                return;
+            }
+            arrivals.push(p.data_arrival());
+        }
+        if arrivals.is_empty() {
+            // Nothing here can change; let the caller's deadline decide.
+            runtime::timeout(max_wait, reply.cancellation()).await;
+            let _ = reply.send(());
+            return;
+        }
+        let any = select_all(arrivals);
+        let cancelled = reply.cancellation();
+        let any = std::pin::pin!(any);
+        let cancelled = std::pin::pin!(cancelled);
+        runtime::timeout(max_wait, futures::future::select(any, cancelled)).await;
+        let _ = reply.send(());
+    }
+
+    async fn list_offset(&self, q: &OffsetQuery) -> OffsetAnswer {
+        let p = self.partition(&q.tp).ok_or_else(not_here)?;
+        let o = p.offsets();
+        match q.timestamp {
+            -1 => Ok((o.high_watermark, -1)),
+            -2 => Ok((o.log_start, -1)),
+            ts if ts < 0 => Err(KafkaError::new(
+                KafkaCode::InvalidRequest,
+                format!("unsupported ListOffsets timestamp {ts}"),
+            )),
+            ts => Ok(p.offset_for_timestamp(ts).await?.unwrap_or((-1, -1))),
+        }
+    }
+
+    /// Opens the partitions assigned here and closes (and deletes) those no longer assigned.
+    pub async fn apply_assignments(&self, assigned: Vec<Assignment>) {
+        let wanted: HashMap<TopicPartition, ([u8; 16], i32)> = assigned
+            .into_iter()
+            .map(|a| (a.tp, (a.topic_id, a.leader_epoch)))
+            .collect();
+        let stale: Vec<(TopicPartition, Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(id, _)| *id != p.topic_id))
+            .map(|(tp, p)| (tp.clone(), p.clone()))
+            .collect();
+        for (tp, p) in stale {
+            self.partitions.borrow_mut().remove(&tp);
+            if let Err(e) = p.delete().await {
+                tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
+            }
+        }
+        for (tp, (topic_id, epoch)) in wanted {
+            if self.partitions.borrow().contains_key(&tp) {
+                continue;
+            }
+            match self.open_partition(&tp, topic_id, epoch).await {
+                Ok(p) => {
+                    self.partitions.borrow_mut().insert(tp, p);
+                }
+                Err(e) => tracing::error!(partition = %tp, error = %e, "cannot open partition"),
+            }
+        }
+    }
+
+    async fn open_partition(&self, tp: &TopicPartition, topic_id: [u8; 16], epoch: i32) -> std::io::Result<Rc<Partition>> {
+        let dir = self.data_dir.join(tp.dir_name());
+        claim_partition_dir(&dir, &topic_id)?;
+        Partition::open(&dir, tp.clone(), topic_id, epoch, self.settings.clone(), self.message_max_bytes)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Flushes and closes every partition (clean shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for p in all {
+            if let Err(e) = p.close().await {
+                tracing::error!(partition = %p.tp, error = %e, "close failed");
+            }
+        }
+    }
+}
+
+/// Makes `dir` belong to `topic_id`: a directory left by a deleted topic of the same name
+/// (a crash between the metadata commit and the removal) is wiped first.
+fn claim_partition_dir(dir: &std::path::Path, topic_id: &[u8; 16]) -> std::io::Result<()> {
+    let meta = dir.join("partition.meta");
+    let want = uuid::Uuid::from_bytes(*topic_id).to_string();
+    if let Ok(found) = std::fs::read_to_string(&meta) {
+        if found.trim() == want {
+            return Ok(());
+        }
+        tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; wiping it");
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&meta, &want)?;
+    std::fs::File::open(&meta)?.sync_all()?;
+    Ok(())
+}
