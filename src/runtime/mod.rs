@@ -64,6 +64,21 @@ pub fn probe_listen(addr: std::net::SocketAddr) -> std::io::Result<std::net::Soc
         .ok_or_else(|| std::io::Error::other("listener has no socket address"))
 }
 
+/// Runs `fut` to completion on a new single-shard executor on this thread (CLI commands,
+/// tests, tools).
+pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .make()
+        .expect("cannot start an executor (is io_uring available?)")
+        .run(fut)
+}
+
+/// Opens a TCP connection from the current shard.
+pub async fn connect(addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    TcpStream::connect(addr).await.map_err(std::io::Error::from)
+}
+
 /// Lets other tasks on this shard run before continuing.
 pub async fn yield_now() {
     glommio::yield_if_needed().await
