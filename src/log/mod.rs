@@ -480,3 +480,6 @@ async fn interval_syncer(log: std::rc::Weak<Log>) {
         runtime::sleep(every).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,6 +86,7 @@ pub async fn yield_now() {
 
 /// Opens a file for direct I/O, creating it if needed (not truncating).
 pub async fn open_dma_rw(path: &std::path::Path) -> std::io::Result<DmaFile> {
+    ensure_probe_primed(path).await?;
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -97,20 +98,46 @@ pub async fn open_dma_rw(path: &std::path::Path) -> std::io::Result<DmaFile> {
 
 /// Opens an existing file for direct-I/O reads.
 pub async fn open_dma_read(path: &std::path::Path) -> std::io::Result<DmaFile> {
+    ensure_probe_primed(path).await?;
     DmaFile::open(path).await.map_err(std::io::Error::from)
 }
 
+thread_local! {
+    /// Devices whose polled-I/O probe this thread's executor has run on a non-empty file.
+    static PRIMED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
 /// glommio probes once per device whether polled reads work, using the first DMA file
-/// opened. If that file is empty the probe wrongly succeeds and every later read fails with
-/// EOPNOTSUPP. Open and read a non-empty file on the data directory's device first.
-pub async fn prime_dma_probe(data_dir: &std::path::Path) -> std::io::Result<()> {
-    let path = data_dir.join(".dma-probe");
-    std::fs::write(&path, vec![0u8; 4096])?;
-    let file = open_dma_read(&path).await?;
-    let read = file.read_at(0, 4096).await.map_err(std::io::Error::from)?;
-    debug_assert_eq!(read.len(), 4096);
-    file.close().await.map_err(std::io::Error::from)?;
+/// opened there. If that file is empty the probe wrongly succeeds and every later read fails
+/// with EOPNOTSUPP (os error 95). So before the first DMA open on a device, this opens and
+/// reads a non-empty file in the same directory. Every DMA open goes through here, so no
+/// caller can forget it.
+async fn ensure_probe_primed(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let dev = std::fs::metadata(dir)?.dev();
+    if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let probe = dir.join(".dma-probe");
+    std::fs::write(&probe, vec![0u8; 4096])?;
+    let file = DmaFile::open(&probe).await.map_err(std::io::Error::from)?;
+    let read = file.read_at(0, 4096).await.map_err(std::io::Error::from);
+    let _ = file.close().await;
+    let _ = std::fs::remove_file(&probe);
+    read?;
+    PRIMED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Primes the probe for the data directory's device at shard start (see
+/// [`ensure_probe_primed`]).
+pub async fn prime_dma_probe(data_dir: &std::path::Path) -> std::io::Result<()> {
+    ensure_probe_primed(&data_dir.join("probe")).await
 }
 
 /// Converts glommio's error type into `std::io::Error`.
