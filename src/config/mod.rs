@@ -259,3 +259,20 @@ mod tests {
         assert!(err.to_string().contains("listen"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    #[test]
+    fn every_tuning_profile_parses_and_resolves() {
+        for (name, text) in [
+            ("latency", include_str!("../../tuning/latency.toml")),
+            ("balanced", include_str!("../../tuning/balanced.toml")),
+            ("throughput", include_str!("../../tuning/throughput.toml")),
+        ] {
+            let file = ConfigFile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            file.resolve(2).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
