@@ -12,7 +12,7 @@ pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
 /// Kafka's `retention.ms` default (7 days).
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Per-partition bytes of recent batches kept in memory for tail fetches.
-pub const DEFAULT_TAIL_CACHE_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Requests one connection may have accepted but not yet answered.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 /// Messages a cross-shard channel holds before the sender waits.

@@ -164,14 +164,24 @@ mod tests {
             let (mut log, recs) = MetadataLog::open(dir.path()).unwrap();
             assert!(recs.is_empty());
             log.append(&create("a")).unwrap();
-            log.append(&MetadataRecord::DeleteTopic { name: "a".into() }).unwrap();
+            log.append(&MetadataRecord::DeleteTopic { name: "a".into() })
+                .unwrap();
         }
         // a torn append: half a frame
-        let mut f = OpenOptions::new().append(true).open(dir.path().join("metadata.log")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("metadata.log"))
+            .unwrap();
         f.write_all(&[0, 0, 0, 50, 1, 2]).unwrap();
         drop(f);
         let (log, recs) = MetadataLog::open(dir.path()).unwrap();
-        assert_eq!(recs, vec![create("a"), MetadataRecord::DeleteTopic { name: "a".into() }]);
+        assert_eq!(
+            recs,
+            vec![
+                create("a"),
+                MetadataRecord::DeleteTopic { name: "a".into() }
+            ]
+        );
         assert_eq!(log.cluster_id().len(), 22);
         let (_, again) = MetadataLog::open(dir.path()).unwrap();
         assert_eq!(again.len(), 2);

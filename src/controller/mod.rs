@@ -92,7 +92,11 @@ impl Controller {
     }
 
     /// Validates and (unless `validate_only`) commits new topics, then publishes.
-    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<CreatedTopic> {
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<CreatedTopic> {
         let mut results = Vec::with_capacity(topics.len());
         let mut changed = false;
         for t in topics {

@@ -56,7 +56,9 @@ impl ClusterSnapshot {
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionInfo> {
         let t = self.topics.get(topic)?;
-        usize::try_from(index).ok().and_then(|i| t.partitions.get(i))
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
     }
 
     pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicInfo> {

@@ -12,7 +12,9 @@ fn invalid_topic(msg: String) -> KafkaError {
 /// Kafka's topic name rules: 1–249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn topic_name(name: &str) -> Result<(), KafkaError> {
     if name.is_empty() {
-        return Err(invalid_topic("Topic name is illegal, it can't be empty".into()));
+        return Err(invalid_topic(
+            "Topic name is illegal, it can't be empty".into(),
+        ));
     }
     if name == "." || name == ".." {
         return Err(invalid_topic("Topic name cannot be \".\" or \"..\"".into()));
@@ -35,7 +37,10 @@ pub fn topic_name(name: &str) -> Result<(), KafkaError> {
 
 /// Kafka refuses a name that differs from an existing one only by '.' versus '_', since
 /// metric names cannot tell them apart.
-pub fn no_collision<'a>(name: &str, existing: impl Iterator<Item = &'a String>) -> Result<(), KafkaError> {
+pub fn no_collision<'a>(
+    name: &str,
+    existing: impl Iterator<Item = &'a String>,
+) -> Result<(), KafkaError> {
     let norm = |s: &str| s.replace('.', "_");
     let mine = norm(name);
     for other in existing {
@@ -58,7 +63,9 @@ pub fn partitions(n: i32) -> Result<(), KafkaError> {
     if n > MAX_PARTITIONS_PER_TOPIC {
         return Err(KafkaError::new(
             KafkaCode::InvalidPartitions,
-            format!("Number of partitions {n} is larger than the limit {MAX_PARTITIONS_PER_TOPIC}."),
+            format!(
+                "Number of partitions {n} is larger than the limit {MAX_PARTITIONS_PER_TOPIC}."
+            ),
         ));
     }
     Ok(())
@@ -133,7 +140,11 @@ pub fn configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaError> {
                 format!("Invalid value {v} for configuration {k}: Not a number of type LONG"),
             ));
         }
-        if k == "cleanup.policy" && !v.split(',').all(|p| matches!(p.trim(), "delete" | "compact")) {
+        if k == "cleanup.policy"
+            && !v
+                .split(',')
+                .all(|p| matches!(p.trim(), "delete" | "compact"))
+        {
             return Err(KafkaError::new(
                 KafkaCode::InvalidConfig,
                 format!("Invalid value {v} for configuration cleanup.policy: String must be one of: compact, delete"),
@@ -151,7 +162,11 @@ mod tests {
     fn kafka_name_rules() {
         assert!(topic_name("orders.v1_a-b").is_ok());
         for bad in ["", ".", "..", "bad/name", "sp ace", &"x".repeat(250)] {
-            assert_eq!(topic_name(bad).unwrap_err().code, KafkaCode::InvalidTopic, "{bad:?}");
+            assert_eq!(
+                topic_name(bad).unwrap_err().code,
+                KafkaCode::InvalidTopic,
+                "{bad:?}"
+            );
         }
         assert!(topic_name(&"x".repeat(249)).is_ok());
     }
@@ -160,12 +175,15 @@ mod tests {
     fn replication_factor_message_matches_kafka() {
         let e = replication_factor(2, 1).unwrap_err();
         assert_eq!(e.code, KafkaCode::InvalidReplicationFactor);
-        assert_eq!(e.message, "Replication factor: 2 larger than available brokers: 1.");
+        assert_eq!(
+            e.message,
+            "Replication factor: 2 larger than available brokers: 1."
+        );
     }
 
     #[test]
     fn dot_underscore_collision_is_refused() {
-        let existing = vec!["a.b".to_string()];
+        let existing = ["a.b".to_string()];
         assert!(no_collision("a_b", existing.iter()).is_err());
         assert!(no_collision("a_c", existing.iter()).is_ok());
     }

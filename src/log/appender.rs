@@ -29,7 +29,12 @@ pub struct SegmentAppender {
 }
 
 impl SegmentAppender {
-    pub fn new(base_offset: i64, file: Rc<DmaFile>, logical_end: u64, partial_page: Vec<u8>) -> Self {
+    pub fn new(
+        base_offset: i64,
+        file: Rc<DmaFile>,
+        logical_end: u64,
+        partial_page: Vec<u8>,
+    ) -> Self {
         let aligned_end = logical_end - logical_end % PAGE;
         debug_assert_eq!(partial_page.len() as u64, logical_end - aligned_end);
         Self {

@@ -7,7 +7,9 @@ use zerocopy::byteorder::big_endian::{I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// `(relative offset, file position)` of a batch start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct OffsetEntry {
     pub relative_offset: U32,
@@ -15,7 +17,9 @@ pub struct OffsetEntry {
 }
 
 /// `(max timestamp so far, relative offset of the batch that reached it)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(C)]
 pub struct TimeEntry {
     pub timestamp: I64,
@@ -75,11 +79,17 @@ impl SegmentIndex {
     /// `timestamp` (a batch at or after it holds the first record that late), stepping back one
     /// entry since timestamps need not increase between entries.
     pub fn relative_offset_for_time(&self, timestamp: i64) -> Option<u32> {
-        let i = self.times.partition_point(|e| e.timestamp.get() < timestamp);
+        let i = self
+            .times
+            .partition_point(|e| e.timestamp.get() < timestamp);
         if i == self.times.len() {
             return None;
         }
-        Some(if i == 0 { 0 } else { self.times[i - 1].relative_offset.get() })
+        Some(if i == 0 {
+            0
+        } else {
+            self.times[i - 1].relative_offset.get()
+        })
     }
 
     pub fn max_timestamp(&self) -> i64 {

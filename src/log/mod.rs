@@ -150,7 +150,11 @@ impl Log {
 
     /// Assigns offsets to one validated batch and queues it for writing. `batch_bytes` must
     /// hold exactly one batch that passed [`batch::validate`].
-    pub fn append(&self, mut batch_bytes: BytesMut, leader_epoch: i32) -> Result<Appended, LogError> {
+    pub fn append(
+        &self,
+        mut batch_bytes: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<Appended, LogError> {
         let mut s = self.state.borrow_mut();
         if let Some(reason) = &s.failed {
             return Err(LogError::Storage(reason.clone()));
@@ -167,10 +171,18 @@ impl Log {
         let segment_bytes = self.settings.segment_bytes;
         let active_base = roll_if_full(&mut s, len, segment_bytes);
         let interval = self.settings.index_interval_bytes;
-        let seg = s.segments.get_mut(&active_base).expect("active segment exists");
+        let seg = s
+            .segments
+            .get_mut(&active_base)
+            .expect("active segment exists");
         let relative = (base_offset - seg.base_offset) as u32;
-        seg.index
-            .on_batch(relative, seg.size as u32, len, header.max_timestamp.get(), interval);
+        seg.index.on_batch(
+            relative,
+            seg.size as u32,
+            len,
+            header.max_timestamp.get(),
+            interval,
+        );
         seg.size += len;
         seg.next_offset = last_offset + 1;
         s.next_offset = last_offset + 1;
@@ -236,11 +248,10 @@ impl Log {
             if s.tail.covers(offset) {
                 return Ok(s.tail.read(offset, hw, max_bytes));
             }
-            let (_, seg) = s
-                .segments
-                .range(..=offset)
-                .next_back()
-                .ok_or_else(|| LogError::Storage(format!("no segment holds offset {offset}")))?;
+            let (_, seg) =
+                s.segments.range(..=offset).next_back().ok_or_else(|| {
+                    LogError::Storage(format!("no segment holds offset {offset}"))
+                })?;
             let file = seg
                 .file
                 .clone()
@@ -252,7 +263,10 @@ impl Log {
     }
 
     /// The offset of the first record with timestamp >= `timestamp`, if any.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let candidates: Vec<(Rc<crate::runtime::DmaFile>, u64, u64, i64)> = {
             let s = self.state.borrow();
             s.segments
@@ -310,7 +324,12 @@ impl Log {
         let s = self.state.borrow();
         s.segments
             .get(&base)
-            .map(|seg| (seg.index.offset_bytes().to_vec(), seg.index.time_bytes().to_vec()))
+            .map(|seg| {
+                (
+                    seg.index.offset_bytes().to_vec(),
+                    seg.index.time_bytes().to_vec(),
+                )
+            })
             .unwrap_or_default()
     }
 
@@ -410,7 +429,10 @@ impl Flusher {
                 .position(|w| w.segment_base != base)
                 .map_or(writes.len(), |n| i + n);
             self.switch_segment(log, base).await?;
-            let chunks: Vec<Bytes> = writes[i..group_end].iter().map(|w| w.bytes.clone()).collect();
+            let chunks: Vec<Bytes> = writes[i..group_end]
+                .iter()
+                .map(|w| w.bytes.clone())
+                .collect();
             let app = self.appender.as_mut().expect("switch_segment opened one");
             app.write(&chunks).await?;
             last_offset = writes[group_end - 1].last_offset;
@@ -427,7 +449,11 @@ impl Flusher {
 
     /// Makes `base` the segment being written: seals the previous one, creates the new file.
     async fn switch_segment(&mut self, log: &Log, base: i64) -> std::io::Result<()> {
-        if self.appender.as_ref().is_some_and(|a| a.base_offset == base) {
+        if self
+            .appender
+            .as_ref()
+            .is_some_and(|a| a.base_offset == base)
+        {
             return Ok(());
         }
         if let Some(old) = self.appender.take() {
@@ -469,7 +495,10 @@ async fn interval_syncer(log: std::rc::Weak<Log>) {
             if s.closing {
                 return;
             }
-            s.segments.values().next_back().and_then(|seg| seg.file.clone())
+            s.segments
+                .values()
+                .next_back()
+                .and_then(|seg| seg.file.clone())
         };
         drop(strong);
         if let Some(file) = file {

@@ -58,7 +58,9 @@ pub(super) async fn recover(dir: &Path, settings: &LogSettings) -> Result<Recove
                         reason = %scan.stop_reason,
                         "truncating torn or corrupt tail"
                     );
-                    file.truncate(scan.valid_len).await.map_err(std::io::Error::from)?;
+                    file.truncate(scan.valid_len)
+                        .await
+                        .map_err(std::io::Error::from)?;
                     file.fdatasync().await.map_err(std::io::Error::from)?;
                 }
                 if is_last {
@@ -72,7 +74,12 @@ pub(super) async fn recover(dir: &Path, settings: &LogSettings) -> Result<Recove
                             .map_err(std::io::Error::from)?;
                         r.to_vec()
                     };
-                    appender = Some(SegmentAppender::new(base, file.clone(), scan.valid_len, partial));
+                    appender = Some(SegmentAppender::new(
+                        base,
+                        file.clone(),
+                        scan.valid_len,
+                        partial,
+                    ));
                 }
                 Segment {
                     base_offset: base,
@@ -89,7 +96,12 @@ pub(super) async fn recover(dir: &Path, settings: &LogSettings) -> Result<Recove
         if !is_last && next_offset != bases[i + 1] {
             // A sealed segment that ends short of the next one's base: keep what is there;
             // offsets stay unique because the next segment starts higher.
-            tracing::warn!(base, next_offset, next_base = bases[i + 1], "gap between segments");
+            tracing::warn!(
+                base,
+                next_offset,
+                next_base = bases[i + 1],
+                "gap between segments"
+            );
         }
     }
     let log_start = bases.first().copied().unwrap_or(0);
@@ -119,7 +131,11 @@ pub(super) struct Scan {
 
 /// Walks a segment from the start, keeping batches while each is whole, valid and continues
 /// the offsets of the one before.
-pub(super) async fn scan_segment(file: &DmaFile, base: i64, interval: u64) -> Result<Scan, LogError> {
+pub(super) async fn scan_segment(
+    file: &DmaFile,
+    base: i64,
+    interval: u64,
+) -> Result<Scan, LogError> {
     let file_size = file.file_size().await.map_err(std::io::Error::from)?;
     let mut scan = Scan {
         valid_len: 0,
@@ -130,20 +146,31 @@ pub(super) async fn scan_segment(file: &DmaFile, base: i64, interval: u64) -> Re
     let mut pos = 0u64;
     'chunks: while pos < file_size {
         let want = RECOVERY_READ_CHUNK.min((file_size - pos) as usize);
-        let chunk = file.read_at(pos, want).await.map_err(std::io::Error::from)?;
+        let chunk = file
+            .read_at(pos, want)
+            .await
+            .map_err(std::io::Error::from)?;
         let mut at = 0usize;
         while at < chunk.len() {
             let rest = &chunk[at..];
             match batch::validate(rest) {
                 Ok((h, len)) => {
                     if h.base_offset.get() != scan.next_offset {
-                        scan.stop_reason =
-                            format!("batch offset {} where {} was expected", h.base_offset.get(), scan.next_offset);
+                        scan.stop_reason = format!(
+                            "batch offset {} where {} was expected",
+                            h.base_offset.get(),
+                            scan.next_offset
+                        );
                         break 'chunks;
                     }
                     let rel = (scan.next_offset - base) as u32;
-                    scan.index
-                        .on_batch(rel, (pos as usize + at) as u32, len as u64, h.max_timestamp.get(), interval);
+                    scan.index.on_batch(
+                        rel,
+                        (pos as usize + at) as u32,
+                        len as u64,
+                        h.max_timestamp.get(),
+                        interval,
+                    );
                     scan.next_offset = h.last_offset() + 1;
                     at += len;
                     scan.valid_len = pos + at as u64;
@@ -155,14 +182,25 @@ pub(super) async fn scan_segment(file: &DmaFile, base: i64, interval: u64) -> Re
                     pos += at as u64;
                     continue 'chunks;
                 }
-                Err(BatchError::BadLength { .. }) if fits_in_file(rest, pos, file_size) && at == 0 => {
+                Err(BatchError::BadLength { .. })
+                    if fits_in_file(rest, pos, file_size) && at == 0 =>
+                {
                     // A single batch bigger than the chunk: read it whole.
                     let total = batch::header(rest).map(|h| h.total_len()).unwrap_or(0);
-                    let whole = file.read_at(pos, total).await.map_err(std::io::Error::from)?;
+                    let whole = file
+                        .read_at(pos, total)
+                        .await
+                        .map_err(std::io::Error::from)?;
                     match batch::validate(&whole) {
                         Ok((h, len)) if h.base_offset.get() == scan.next_offset => {
                             let rel = (scan.next_offset - base) as u32;
-                            scan.index.on_batch(rel, pos as u32, len as u64, h.max_timestamp.get(), interval);
+                            scan.index.on_batch(
+                                rel,
+                                pos as u32,
+                                len as u64,
+                                h.max_timestamp.get(),
+                                interval,
+                            );
                             scan.next_offset = h.last_offset() + 1;
                             pos += len as u64;
                             scan.valid_len = pos;
@@ -210,7 +248,10 @@ pub(super) async fn read_batches(
             return Ok(Bytes::new());
         }
         let want = (max_bytes + 64 * 1024).min((segment_end - pos) as usize);
-        let chunk = file.read_at(pos, want).await.map_err(std::io::Error::from)?;
+        let chunk = file
+            .read_at(pos, want)
+            .await
+            .map_err(std::io::Error::from)?;
         let mut at = 0usize;
         let mut start = None;
         let mut end = 0usize;
@@ -230,7 +271,10 @@ pub(super) async fn read_batches(
             if at + len > chunk.len() {
                 if start.is_none() {
                     // The first wanted batch is larger than what we read: read it whole.
-                    let whole = file.read_at(pos + at as u64, len).await.map_err(std::io::Error::from)?;
+                    let whole = file
+                        .read_at(pos + at as u64, len)
+                        .await
+                        .map_err(std::io::Error::from)?;
                     return Ok(Bytes::copy_from_slice(&whole));
                 }
                 break;
@@ -275,7 +319,10 @@ pub(super) async fn find_timestamp(
         let len = h.total_len();
         if h.max_timestamp.get() >= timestamp {
             let whole = file.read_at(pos, len).await.map_err(std::io::Error::from)?;
-            return Ok(first_record_at_or_after(Bytes::copy_from_slice(&whole), timestamp));
+            return Ok(first_record_at_or_after(
+                Bytes::copy_from_slice(&whole),
+                timestamp,
+            ));
         }
         pos += len as u64;
     }

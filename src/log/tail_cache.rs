@@ -31,7 +31,9 @@ impl TailCache {
 
     pub fn push(&mut self, batch: CachedBatch) {
         debug_assert!(
-            self.batches.back().is_none_or(|b| b.last_offset < batch.base_offset),
+            self.batches
+                .back()
+                .is_none_or(|b| b.last_offset < batch.base_offset),
             "tail cache batches must be in offset order"
         );
         self.bytes += batch.bytes.len();
@@ -53,7 +55,9 @@ impl TailCache {
 
     /// Whether a read from `offset` can be answered from memory.
     pub fn covers(&self, offset: i64) -> bool {
-        self.batches.front().is_some_and(|b| b.base_offset <= offset)
+        self.batches
+            .front()
+            .is_some_and(|b| b.base_offset <= offset)
     }
 
     /// Whole batches holding offsets from `offset` up to (not including) `end`, at most
@@ -85,7 +89,6 @@ impl TailCache {
             }
         }
     }
-
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ fn settings(segment_bytes: u64) -> LogSettings {
 fn batch_of(tag: u32, n: usize, value_len: usize) -> BytesMut {
     let value = vec![(tag % 251) as u8; value_len];
     let key = tag.to_be_bytes();
-    let recs: Vec<(Option<&[u8]>, Option<&[u8]>)> = (0..n).map(|_| (Some(&key[..]), Some(&value[..]))).collect();
+    let recs: Vec<batch::SimpleRecord> =
+        (0..n).map(|_| (Some(&key[..]), Some(&value[..]))).collect();
     BytesMut::from(&batch::build_batch(0, 1_000 + tag as i64, &recs)[..])
 }
 
@@ -118,7 +119,10 @@ fn segments_roll_and_every_offset_is_found_after_reopen() {
         }
         for offset in 0..80 {
             let first = read_all(&log, offset).await[0];
-            assert!(first.0 <= offset && offset < first.0 + 2, "offset {offset} served {first:?}");
+            assert!(
+                first.0 <= offset && offset < first.0 + 2,
+                "offset {offset} served {first:?}"
+            );
         }
         log.close().await.unwrap();
     });
@@ -167,7 +171,14 @@ fn recovery_stops_at_bad_crc_and_ignores_zero_padding() {
     std::fs::write(&path, &bytes).unwrap();
     runtime::block_on(async {
         let log = Log::open(dir.path(), settings(1 << 20)).await.unwrap();
-        assert_eq!(read_all(&log, 0).await.iter().map(|b| b.2).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            read_all(&log, 0)
+                .await
+                .iter()
+                .map(|b| b.2)
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
         log.close().await.unwrap();
     });
     assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, 3 * one);
@@ -198,7 +209,10 @@ fn offset_out_of_range_past_log_end() {
     runtime::block_on(async {
         let log = Log::open(dir.path(), settings(1 << 20)).await.unwrap();
         append_durably(&log, batch_of(1, 2, 10)).await;
-        assert!(matches!(log.read(3, 100).await, Err(LogError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(3, 100).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
         assert!(log.read(2, 100).await.unwrap().is_empty());
         log.close().await.unwrap();
     });
@@ -213,7 +227,10 @@ fn time_lookup_finds_first_record_at_or_after() {
             append_durably(&log, batch_of(tag, 1, 10)).await; // timestamps 1000..1004
         }
         assert_eq!(log.offset_for_timestamp(0).await.unwrap(), Some((0, 1000)));
-        assert_eq!(log.offset_for_timestamp(1003).await.unwrap(), Some((3, 1003)));
+        assert_eq!(
+            log.offset_for_timestamp(1003).await.unwrap(),
+            Some((3, 1003))
+        );
         assert_eq!(log.offset_for_timestamp(5000).await.unwrap(), None);
         log.close().await.unwrap();
     });

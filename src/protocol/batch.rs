@@ -79,7 +79,8 @@ pub enum BatchError {
 
 /// Reads the header at the front of `bytes` without checking anything past its size.
 pub fn header(bytes: &[u8]) -> Result<&BatchHeader, BatchError> {
-    let (h, _) = BatchHeader::ref_from_prefix(bytes).map_err(|_| BatchError::Truncated(bytes.len()))?;
+    let (h, _) =
+        BatchHeader::ref_from_prefix(bytes).map_err(|_| BatchError::Truncated(bytes.len()))?;
     Ok(h)
 }
 
@@ -156,8 +157,15 @@ impl<'a> Iterator for BatchIter<'a> {
     }
 }
 
+/// A record as `(key, value)`, either possibly null.
+pub type SimpleRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Builds an uncompressed batch of simple records: for tests, benchmarks and tools.
-pub fn build_batch(base_offset: i64, timestamp: i64, records: &[(Option<&[u8]>, Option<&[u8]>)]) -> Vec<u8> {
+pub fn build_batch(
+    base_offset: i64,
+    timestamp: i64,
+    records: &[SimpleRecord],
+) -> Vec<u8> {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();
@@ -179,7 +187,8 @@ pub fn build_batch(base_offset: i64, timestamp: i64, records: &[(Option<&[u8]>, 
         h.batch_length.set((total - LOG_OVERHEAD) as i32);
         h.partition_leader_epoch.set(0);
         h.magic = MAGIC_V2;
-        h.last_offset_delta.set(records.len().saturating_sub(1) as i32);
+        h.last_offset_delta
+            .set(records.len().saturating_sub(1) as i32);
         h.base_timestamp.set(timestamp);
         h.max_timestamp.set(timestamp);
         h.producer_id.set(-1);

@@ -25,7 +25,9 @@ pub enum Decoded {
     Request(Box<Request>),
     /// ApiVersions at a version we do not serve: answer in the v0 layout so the client can
     /// pick a version it shares with us.
-    UnsupportedApiVersions { correlation_id: i32 },
+    UnsupportedApiVersions {
+        correlation_id: i32,
+    },
     /// Produce v0–v2: answer every partition with UNSUPPORTED_VERSION.
     ObsoleteProduce(ObsoleteProduce),
 }
@@ -68,7 +70,8 @@ pub fn decode(frame: Bytes) -> Result<Decoded, DecodeError> {
         };
     }
     if key == ApiKey::Produce && version < PRODUCE_MIN_DECODABLE {
-        return decode_obsolete_produce(frame, version, correlation_id).map(Decoded::ObsoleteProduce);
+        return decode_obsolete_produce(frame, version, correlation_id)
+            .map(Decoded::ObsoleteProduce);
     }
     let malformed = |reason: String| DecodeError::Malformed {
         key,
@@ -244,7 +247,10 @@ mod tests {
     #[test]
     fn unknown_api_key_is_an_error() {
         let f = header_bytes(999, 0, 1);
-        assert!(matches!(decode(f.freeze()), Err(DecodeError::UnknownApiKey(999))));
+        assert!(matches!(
+            decode(f.freeze()),
+            Err(DecodeError::UnknownApiKey(999))
+        ));
     }
 
     #[test]
@@ -266,13 +272,19 @@ mod tests {
         };
         assert_eq!(p.topics[0].1, vec![0, 1]);
         let out = obsolete_produce_frame(&p);
-        assert_eq!(i32::from_be_bytes(out[..4].try_into().unwrap()) as usize, out.len() - 4);
+        assert_eq!(
+            i32::from_be_bytes(out[..4].try_into().unwrap()) as usize,
+            out.len() - 4
+        );
     }
 
     #[test]
     fn truncated_body_is_malformed_not_a_panic() {
         let mut f = header_bytes(3, 1, 5);
         f.put_i32(1000); // topics array claims 1000 entries, none follow
-        assert!(matches!(decode(f.freeze()), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode(f.freeze()),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 }
