@@ -1,0 +1,374 @@
+"""The sluice command line end to end against a real broker: every command's output and exit
+code, `--help` with examples everywhere, and the error cases a person meets (unknown topic, bad
+replication factor, broker down, bad flags) as one readable `Error: ...` line and exit code 1.
+
+The CLI is the binary under test ($SLUICE_BIN, as the broker). Record counts are small: the
+third-party interop of the same code paths, at volume, is in test_interop.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SLUICE_BIN
+from support import TIMEOUT, ck_admin, ck_consume_all, ck_create_topic, ck_produce, new_tag
+
+CLI_TIMEOUT = 120
+
+
+def sluice(*args, bootstrap=None, input=None, env_brokers=None, timeout=CLI_TIMEOUT, check=None):
+    """Runs `sluice ARGS...`; returns the CompletedProcess (stdout/stderr as bytes)."""
+    env = {k: v for k, v in os.environ.items() if k != "SLUICE_BROKERS"}
+    if env_brokers is not None:
+        env["SLUICE_BROKERS"] = env_brokers
+    cmd = [str(SLUICE_BIN), *args]
+    if bootstrap is not None:
+        cmd += ["--bootstrap-server", bootstrap]
+    r = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout, env=env)
+    if check is not None:
+        assert r.returncode == check, \
+            f"{' '.join(cmd)} exited {r.returncode}, expected {check}\nstdout: {r.stdout[-2000:]!r}\n" \
+            f"stderr: {r.stderr[-2000:]!r}"
+    return r
+
+
+def ok(*args, **kw) -> str:
+    return sluice(*args, check=0, **kw).stdout.decode()
+
+
+def assert_one_line_error(r, expected: str | re.Pattern):
+    """Exit 1, and stderr is exactly one `Error: ...` line: no usage dump, Debug struct or panic."""
+    err = r.stderr.decode()
+    assert r.returncode == 1, f"exit {r.returncode}, stderr {err!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), f"not one Error line: {err!r}"
+    for bad in ("panicked", "RUST_BACKTRACE", "Usage:", "{ ", "Kafka(", "Some("):
+        assert bad not in err, f"{bad!r} in {err!r}"
+    line = lines[0][len("Error: "):]
+    if isinstance(expected, str):
+        assert line == expected, f"error line {line!r}, expected {expected!r}"
+    else:
+        assert expected.fullmatch(line), f"error line {line!r} does not match {expected.pattern!r}"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def produce_lines(bootstrap, topic, lines, *args):
+    data = b"".join(l + b"\n" for l in lines)
+    return sluice("produce", topic, *args, bootstrap=bootstrap, input=data)
+
+
+def consume(bootstrap, topic, *args, timeout_ms=3000):
+    r = sluice("consume", topic, "--timeout-ms", str(timeout_ms), *args, bootstrap=bootstrap, check=0)
+    return r.stdout, r.stderr.decode()
+
+
+# ------------------------------------------------------------------------------------ help
+
+HELP_PATHS = [
+    ["topic"], ["topic", "create"], ["topic", "list"], ["topic", "describe"], ["topic", "delete"],
+    ["produce"], ["consume"], ["cluster"], ["cluster", "info"],
+]
+
+
+@pytest.mark.parametrize("path", HELP_PATHS, ids=lambda p: "-".join(p))
+def test_every_client_command_has_help_with_examples(path):
+    out = ok(*path, "--help")
+    assert "Examples:" in out, f"no examples in `sluice {' '.join(path)} --help`"
+    assert re.search(r"^\s+sluice " + re.escape(path[0]), out, re.M), "examples do not show the command"
+    if path not in (["topic"], ["cluster"]):
+        assert "--bootstrap-server" in out and "SLUICE_BROKERS" in out and "localhost:9092" in out
+
+
+def test_top_level_help_lists_the_commands():
+    out = ok("--help")
+    for cmd in ("broker", "topic", "produce", "consume", "cluster"):
+        assert re.search(rf"^\s+{cmd}\b", out, re.M), f"{cmd} missing from sluice --help"
+
+
+def test_usage_errors_exit_2_with_a_short_message():
+    r = sluice("topic", "create")
+    assert r.returncode == 2
+    assert b"required" in r.stderr and b"panicked" not in r.stderr
+
+
+# ------------------------------------------------------------------------------------ topics
+
+def test_topic_create_list_describe_delete(broker):
+    b = broker.bootstrap
+    assert ok("topic", "create", "trucks_gps", "--partitions", "10", "--replication-factor", "1",
+              bootstrap=b) == "Created topic trucks_gps.\n"
+    assert ok("topic", "create", "other", "-p", "2", "--config", "retention.ms=86400000",
+              bootstrap=b) == "Created topic other.\n"
+    assert ok("topic", "list", bootstrap=b).splitlines() == ["other", "trucks_gps"]
+
+    out = ok("topic", "describe", "trucks_gps", bootstrap=b)
+    lines = out.splitlines()
+    assert len(lines) == 11, out
+    head = re.fullmatch(r"Topic: trucks_gps\tTopicId: ([A-Za-z0-9_-]{22})\tPartitionCount: 10\t"
+                        r"ReplicationFactor: 1\tConfigs: (.*)", lines[0])
+    assert head, lines[0]
+    for p, line in enumerate(lines[1:]):
+        assert line == f"\tTopic: trucks_gps\tPartition: {p}\tLeader: 1\tReplicas: 1\tIsr: 1", line
+    assert head.group(1) != "A" * 22, "topic id is the nil uuid"
+
+    # describe without names: every topic
+    all_out = ok("topic", "describe", bootstrap=b)
+    assert all_out.count("PartitionCount:") == 2 and "Topic: other\t" in all_out
+
+    assert ok("topic", "delete", "trucks_gps", bootstrap=b) == "Deleted topic trucks_gps.\n"
+    deadline = time.monotonic() + TIMEOUT
+    while "trucks_gps" in ok("topic", "list", bootstrap=b).split():
+        assert time.monotonic() < deadline, "deleted topic still listed"
+        time.sleep(0.2)
+    assert "trucks_gps" not in ck_admin(b).list_topics(timeout=TIMEOUT).topics
+
+
+def test_creating_an_existing_topic_fails_unless_if_not_exists(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "dup", bootstrap=b)
+    assert_one_line_error(sluice("topic", "create", "dup", bootstrap=b), "Topic 'dup' already exists.")
+    assert ok("topic", "create", "dup", "--if-not-exists", bootstrap=b) == ""
+
+
+def test_bad_replication_factor_is_one_readable_line(broker):
+    r = sluice("topic", "create", "rf2", "--partitions", "3", "--replication-factor", "2", bootstrap=broker.bootstrap)
+    assert_one_line_error(r, "Replication factor: 2 larger than available brokers: 1.")
+    assert "rf2" not in ok("topic", "list", bootstrap=broker.bootstrap).split()
+
+
+def test_invalid_topic_name_and_partition_count_are_refused(broker):
+    b = broker.bootstrap
+    assert_one_line_error(sluice("topic", "create", "bad name!", bootstrap=b), re.compile(r".*illegal.*"))
+    assert_one_line_error(sluice("topic", "create", "zero", "--partitions", "0", bootstrap=b),
+                          "Number of partitions must be larger than 0.")
+
+
+def test_unknown_topic_is_an_error_for_every_command(broker):
+    b = broker.bootstrap
+    want = "topic 'nope' does not exist"
+    assert_one_line_error(sluice("topic", "describe", "nope", bootstrap=b), want)
+    assert_one_line_error(sluice("topic", "delete", "nope", bootstrap=b), want)
+    assert_one_line_error(sluice("produce", "nope", bootstrap=b, input=b"x\n"), want)
+    assert_one_line_error(sluice("consume", "nope", "--timeout-ms", "1000", bootstrap=b), want)
+    assert ok("topic", "delete", "nope", "--if-exists", bootstrap=b) == ""
+    # nothing was auto-created on the way
+    assert "nope" not in ok("topic", "list", bootstrap=b).split()
+
+
+@pytest.mark.parametrize("args", [
+    ["topic", "list"], ["topic", "create", "t"], ["topic", "describe", "t"], ["topic", "delete", "t"],
+    ["cluster", "info"], ["consume", "t", "--timeout-ms", "1000"],
+], ids=lambda a: "-".join(a[:2]))
+def test_broker_down_says_so_in_one_line(args):
+    port = free_port()
+    r = sluice(*args, bootstrap=f"127.0.0.1:{port}")
+    assert_one_line_error(r, f"cannot reach 127.0.0.1:{port} (connection refused) — is the broker running?")
+
+
+def test_broker_down_for_produce_and_default_address_are_named():
+    port = free_port()
+    r = sluice("produce", "t", bootstrap=f"127.0.0.1:{port}", input=b"x\n")
+    assert_one_line_error(r, f"cannot reach 127.0.0.1:{port} (connection refused) — is the broker running?")
+    # SLUICE_BROKERS is read; a list names every address tried
+    r = sluice("topic", "list", env_brokers=f"127.0.0.1:{port},127.0.0.1:{free_port()}")
+    assert_one_line_error(r, re.compile(rf"cannot reach 127\.0\.0\.1:{port},127\.0\.0\.1:\d+ "
+                                        r"\(connection refused\) — is the broker running\?"))
+
+
+def test_bad_bootstrap_address_is_named():
+    assert_one_line_error(sluice("topic", "list", bootstrap="localhost"),
+                          "invalid broker address 'localhost': expected host:port")
+
+
+def test_sluice_brokers_environment_variable_is_the_default_bootstrap(broker):
+    ok("topic", "create", "envtopic", env_brokers=broker.bootstrap)
+    assert "envtopic" in ok("topic", "list", env_brokers=broker.bootstrap).split()
+
+
+# ------------------------------------------------------------------------------------ cluster
+
+def test_cluster_info_names_cluster_id_controller_and_broker(broker):
+    out = ok("cluster", "info", bootstrap=broker.bootstrap)
+    md = ck_admin(broker.bootstrap).list_topics(timeout=TIMEOUT)
+    assert out == (f"Cluster ID: {md.cluster_id}\nController: 1\nBrokers: 1\n"
+                   f"  1\t{broker.bootstrap}\tcontroller\n"), out
+
+
+# ------------------------------------------------------------------------------------ produce / consume
+
+def test_produce_then_consume_with_keys_format_and_limits(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "t", "--partitions", "3", bootstrap=b)
+    lines = [b"k%d:value %d: with colon" % (i % 7, i) for i in range(300)]
+    r = produce_lines(b, "t", lines, "--key-separator", ":", "--acks", "all", "--compression", "zstd",
+                      "--print-offsets")
+    assert r.returncode == 0, r.stderr
+    reports = [tuple(map(int, l.split())) for l in r.stdout.decode().splitlines()]
+    assert len(reports) == 300
+    out, err = consume(b, "t", "--from-beginning", "--format", "%p %o %k=%v")
+    assert err.strip() == "Processed a total of 300 messages"
+    got = {}
+    for line in out.decode().splitlines():
+        p, o, rest = line.split(" ", 2)
+        got[(int(p), int(o))] = rest
+    want = {po: "k%d=value %d: with colon" % (i % 7, i) for i, po in enumerate(reports)}
+    assert got == want
+
+    # --max-messages stops early with exit 0; --partition/--offset pick the start
+    out, err = consume(b, "t", "--from-beginning", "--max-messages", "5")
+    assert len(out.splitlines()) == 5 and "total of 5 messages" in err
+    p0 = sorted(o for p, o in reports if p == 0)
+    out, _ = consume(b, "t", "--partition", "0", "--offset", str(p0[-3]), "--format", "%o")
+    assert [int(x) for x in out.split()] == p0[-3:]
+    # default start is the end: nothing old is printed
+    out, err = consume(b, "t", timeout_ms=1500)
+    assert out == b"" and "total of 0 messages" in err
+    # --print-key uses the default layout: key TAB value
+    out, _ = consume(b, "t", "--partition", "0", "--offset", str(p0[-1]), "--print-key")
+    line = out.decode().rstrip("\n")
+    key, value = line.split("\t")
+    assert want[(0, p0[-1])] == f"{key}={value}"
+
+
+def test_consume_from_timestamp_seeks_with_list_offsets(broker):
+    b = broker.bootstrap
+    ck_create_topic(b, "ts", partitions=1)
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": b})
+    for i, ts in enumerate([1000, 2000, 3000, 4000]):
+        p.produce("ts", value=b"v%d" % i, timestamp=ts)
+    assert p.flush(30) == 0
+    out, _ = consume(b, "ts", "--from-timestamp", "2500", "--format", "%T %v")
+    assert out.decode().splitlines() == ["3000 v2", "4000 v3"]
+    out, _ = consume(b, "ts", "--from-timestamp", "99999999", timeout_ms=1500)
+    assert out == b""
+
+
+def test_headers_null_marker_and_format_tokens(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "h", bootstrap=b)
+    r = produce_lines(b, "h", [b"NULL|v1", b"k2|NULL", b"k3|", b"|v4"], "--key-separator", "|",
+                      "--null-marker", "NULL", "-H", "app=cli", "-H", "n=1")
+    assert r.returncode == 0, r.stderr
+    out, _ = consume(b, "h", "--from-beginning", "--format", r"%K:%k|%S:%v|%h|%t")
+    assert out.decode().splitlines() == [
+        "-1:|2:v1|app=cli,n=1|h", "2:k2|-1:|app=cli,n=1|h", "2:k3|0:|app=cli,n=1|h", "0:|2:v4|app=cli,n=1|h"]
+    # confluent-kafka sees the same nulls and headers
+    recs, _ = ck_consume_all(b, "h", 1)
+    assert [(r.key, r.value, r.headers) for r in recs] == [
+        (None, b"v1", [("app", b"cli"), ("n", b"1")]), (b"k2", None, [("app", b"cli"), ("n", b"1")]),
+        (b"k3", b"", [("app", b"cli"), ("n", b"1")]), (b"", b"v4", [("app", b"cli"), ("n", b"1")])]
+    # the console-consumer layout prints null as "null"
+    out, _ = consume(b, "h", "--from-beginning", "--print-key", "--key-separator", "=")
+    assert out.decode().splitlines() == ["null=v1", "k2=null", "k3=", "=v4"]
+
+
+def test_produce_reports_undelivered_records_and_exits_1(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "big", bootstrap=b)
+    lines = [b"small-1", b"x" * 1_100_000, b"small-2", b"no separator here"]
+    r = produce_lines(b, "big", lines[:3])
+    assert r.returncode == 1
+    err = r.stderr.decode().splitlines()
+    assert err[0].startswith("Error: line 2: a record of ") and "larger than max.request.size" in err[0], err
+    assert err[-1] == "Error: 1 of 3 records were not written (first: " + err[0][len("Error: "):] + ")", err
+    out, _ = consume(b, "big", "--from-beginning")
+    assert out.decode().splitlines() == ["small-1", "small-2"], "the good lines were still written"
+    r = produce_lines(b, "big", [b"k:v", b"novalue"], "--key-separator", ":")
+    assert r.returncode == 1 and b"line 2: no key separator ':' in the line" in r.stderr
+
+
+def test_bad_producer_and_consumer_settings_are_named(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "s", bootstrap=b)
+    assert_one_line_error(sluice("produce", "s", "-X", "bogus.setting=1", bootstrap=b, input=b"x\n"),
+                          "unknown producer setting 'bogus.setting'")
+    assert_one_line_error(sluice("produce", "s", "--acks", "2", bootstrap=b, input=b"x\n"),
+                          "acks must be 0, 1 or all, not '2'")
+    assert_one_line_error(sluice("produce", "s", "--compression", "brotli", bootstrap=b, input=b"x\n"),
+                          "compression must be none, gzip, snappy, lz4 or zstd, not 'brotli'")
+    assert_one_line_error(sluice("consume", "s", "-X", "fetch.min.bytes=x", bootstrap=b),
+                          "fetch.min.bytes must be a number, not 'x'")
+    assert_one_line_error(sluice("consume", "s", "--format", "%q", bootstrap=b),
+                          re.compile(r"unknown format token '%q'.*"))
+    assert_one_line_error(sluice("consume", "s", "--partition", "5", bootstrap=b),
+                          "topic 's' has 1 partitions, so there is no partition 5")
+
+
+def test_consumer_group_is_not_supported_yet(broker):
+    ok("topic", "create", "g", bootstrap=broker.bootstrap)
+    r = sluice("consume", "g", "--group", "dashboard", bootstrap=broker.bootstrap)
+    assert_one_line_error(r, re.compile(r"consumer groups are not supported yet.*"))
+
+
+def _first_batch_codec(data_dir: Path, topic: str) -> int:
+    logs = sorted((data_dir / f"{topic}-0").glob("*.log"))
+    assert logs, f"no log segment for {topic}-0 under {data_dir}"
+    raw = logs[0].read_bytes()
+    assert len(raw) >= 61, f"{logs[0]} holds {len(raw)} bytes"
+    return int.from_bytes(raw[21:23], "big") & 7
+
+
+@pytest.mark.parametrize("codec,attr", [("none", 0), ("gzip", 1), ("snappy", 2), ("lz4", 3), ("zstd", 4)])
+def test_compression_flag_compresses_the_stored_batches(broker, codec, attr):
+    b = broker.bootstrap
+    topic = f"c-{codec}"
+    ok("topic", "create", topic, bootstrap=b)
+    lines = [b"record %d %s" % (i, b"abc" * 30) for i in range(2000)]
+    r = produce_lines(b, topic, lines, "--compression", codec, "--linger-ms", "50")
+    assert r.returncode == 0, r.stderr
+    assert _first_batch_codec(broker.data_dir, topic) == attr
+    out, _ = consume(b, topic, "--from-beginning")
+    assert out.splitlines() == lines
+
+
+@pytest.mark.parametrize("acks", ["0", "1", "all"])
+def test_every_acks_setting_delivers(broker, acks):
+    b = broker.bootstrap
+    topic = f"acks-{acks}"
+    ok("topic", "create", topic, "-p", "2", bootstrap=b)
+    r = produce_lines(b, topic, [b"v%d" % i for i in range(1000)], "--acks", acks, "--print-offsets")
+    assert r.returncode == 0, r.stderr
+    offsets = [l.split() for l in r.stdout.decode().splitlines()]
+    assert len(offsets) == 1000
+    if acks == "0":
+        assert all(o == "-1" for _, o in offsets), "acks=0 has no offsets to report"
+    out, _ = consume(b, topic, "--from-beginning")
+    assert sorted(out.splitlines()) == sorted(b"v%d" % i for i in range(1000))
+
+
+def test_consume_reads_what_confluent_kafka_wrote_and_stops_at_max_messages(broker):
+    b = broker.bootstrap
+    tag = new_tag()
+    ck_create_topic(b, "mix", partitions=2)
+    ck_produce(b, "mix", 1000, tag, codec="lz4")
+    out, err = consume(b, "mix", "--from-beginning", "--max-messages", "1000", timeout_ms=30000)
+    assert len(out.splitlines()) == 1000 and "total of 1000 messages" in err
+    assert all(l.startswith(tag + b":") for l in out.splitlines())
+
+
+def test_consume_stops_quietly_when_stdout_closes(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "pipe", bootstrap=b)
+    pad = b"p" * 100
+    produce_lines(b, "pipe", [b"line %d %s" % (i, pad) for i in range(20000)])  # > a pipe buffer
+    cmd = f"'{SLUICE_BIN}' consume pipe --from-beginning --timeout-ms 20000 -b {b} | head -n 3"
+    started = time.monotonic()
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, timeout=CLI_TIMEOUT)
+    assert r.stdout.splitlines() == [b"line %d %s" % (i, pad) for i in range(3)]
+    assert r.returncode == 0, r.stderr
+    assert b"Error" not in r.stderr and b"panicked" not in r.stderr
+    assert time.monotonic() - started < 15, "consume kept running after its reader went away"

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The project's one test command: ./tests/run.sh [extra pytest args, e.g. -k kill9]
+#  1. installs what the client tests need, idempotently (Debian: kcat jq python3-venv;
+#     a venv at target/pyenv with pytest, confluent-kafka, kafka-python and the codecs),
+#  2. cargo build --release, then cargo test --release,
+#  3. runs the third-party client tests in tests/clients against target/release/sluice.
+# Env: SLUICE_BIN (broker binary), SLUICE_TEST_RECORDS (records per codec, default 100000 for
+#      confluent-kafka, 20000 for kafka-python/kcat), SLUICE_PYTEST_TIMEOUT (seconds, default 1800).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- 1. system packages -------------------------------------------------------------------
+missing=()
+for pkg in kcat jq python3-venv; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  SUDO=()
+  [ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
+fi
+
+# --- 2. Python venv with the clients ------------------------------------------------------
+VENV=$ROOT/target/pyenv
+PY=$VENV/bin/python
+if [ -x "$PY" ] && ! "$PY" -c 'import sys' >/dev/null 2>&1; then
+  step "removing broken venv $VENV"
+  rm -rf "$VENV"
+fi
+if [ ! -x "$PY" ]; then
+  step "creating venv $VENV"
+  mkdir -p "$ROOT/target"
+  python3 -m venv "$VENV"
+fi
+if ! "$PY" -c 'import pytest, confluent_kafka, kafka, lz4, snappy, zstandard' >/dev/null 2>&1; then
+  step "installing Python test clients into $VENV"
+  "$PY" -m pip install -q --disable-pip-version-check pytest confluent-kafka kafka-python lz4 python-snappy zstandard
+  "$PY" -c 'import pytest, confluent_kafka, kafka, lz4, snappy, zstandard'
+fi
+
+# --- 3. build and unit/integration tests of the crate -------------------------------------
+step "cargo build --release"
+cargo build --release
+step "cargo test --release"
+cargo test --release
+
+# --- 4. third-party client tests ------------------------------------------------------------
+export SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
+export PYTHONDONTWRITEBYTECODE=1
+step "client tests (pytest tests/clients) against $SLUICE_BIN"
+timeout -k 30 "${SLUICE_PYTEST_TIMEOUT:-1800}" \
+  "$PY" -m pytest -v --durations=10 -o cache_dir="$ROOT/target/pytest-cache" tests/clients "$@"
