@@ -13,5 +13,6 @@ pub mod partition;
 pub mod shard;
 pub mod controller;
 pub mod router;
+pub mod group;
 pub mod server;
 pub mod cli;

@@ -32,7 +32,10 @@ fn crate_refs(text: &str) -> Vec<String> {
         let mut rest = code;
         while let Some(i) = rest.find("crate::") {
             let after = &rest[i + "crate::".len()..];
-            let name: String = after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             if !name.is_empty() {
                 refs.push(name);
             }
@@ -64,7 +67,11 @@ fn no_module_uses_a_module_declared_after_it() {
             }
         }
     }
-    assert!(violations.is_empty(), "upward imports:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "upward imports:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -84,11 +91,18 @@ fn glommio_and_unsafe_stay_inside_runtime() {
             }
         }
     }
-    assert!(violations.is_empty(), "outside runtime/:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "outside runtime/:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
 fn the_layering_check_sees_an_upward_import() {
     // The checker itself must be able to fail.
-    assert_eq!(crate_refs("use crate::server::run; // crate::ignored"), vec!["server"]);
+    assert_eq!(
+        crate_refs("use crate::server::run; // crate::ignored"),
+        vec!["server"]
+    );
 }

@@ -61,6 +61,11 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub log: LogSettings,
+    pub group_initial_rebalance_delay_ms: i64,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    pub offsets_topic_num_partitions: i32,
+    pub offsets_retention_minutes: i64,
 }
 
 /// The file form: every key optional, absent keys take Kafka's defaults.
@@ -83,6 +88,11 @@ pub struct ConfigFile {
     pub flush_interval_ms: Option<u64>,
     pub tail_cache_bytes: Option<usize>,
     pub retention_ms: Option<i64>,
+    pub group_initial_rebalance_delay_ms: Option<i64>,
+    pub group_min_session_timeout_ms: Option<i32>,
+    pub group_max_session_timeout_ms: Option<i32>,
+    pub offsets_topic_num_partitions: Option<i32>,
+    pub offsets_retention_minutes: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +148,12 @@ impl ConfigFile {
             durability,
             flush_interval_ms,
             tail_cache_bytes,
-            retention_ms
+            retention_ms,
+            group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            offsets_topic_num_partitions,
+            offsets_retention_minutes
         )
     }
 
@@ -190,9 +205,28 @@ impl ConfigFile {
             num_partitions: self.num_partitions.unwrap_or(1),
             default_replication_factor: self.default_replication_factor.unwrap_or(1),
             log,
+            group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.unwrap_or(3000),
+            group_min_session_timeout_ms: self.group_min_session_timeout_ms.unwrap_or(6000),
+            group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),
+            offsets_topic_num_partitions: self.offsets_topic_num_partitions.unwrap_or(50),
+            offsets_retention_minutes: self.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
         };
+        check(
+            "offsets_topic_num_partitions",
+            config.offsets_topic_num_partitions >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "group_initial_rebalance_delay_ms",
+            config.group_initial_rebalance_delay_ms >= 0,
+            "must not be negative",
+        )?;
         check("node_id", config.node_id >= 0, "must not be negative")?;
-        check("num_partitions", config.num_partitions >= 1, "must be at least 1")?;
+        check(
+            "num_partitions",
+            config.num_partitions >= 1,
+            "must be at least 1",
+        )?;
         check(
             "message_max_bytes",
             config.message_max_bytes >= 64,

@@ -26,8 +26,14 @@ impl ShardMetrics {
             ("sluice_cross_shard_hops_total", self.cross_shard_hops.get()),
             ("sluice_produce_requests_total", self.produce_requests.get()),
             ("sluice_fetch_requests_total", self.fetch_requests.get()),
-            ("sluice_connections_accepted_total", self.connections_accepted.get()),
-            ("sluice_connections_refused_frames_total", self.connections_refused_frames.get()),
+            (
+                "sluice_connections_accepted_total",
+                self.connections_accepted.get(),
+            ),
+            (
+                "sluice_connections_refused_frames_total",
+                self.connections_refused_frames.get(),
+            ),
         ];
         rows.iter()
             .map(|(name, v)| format!("{name}{{shard=\"{shard}\"}} {v}\n"))

@@ -76,7 +76,10 @@ impl Partition {
                 base_offset: f.base_offset,
                 last_offset: l.last_offset,
             }),
-            _ => Err(KafkaError::new(KafkaCode::CorruptMessage, "produce carried no record batch")),
+            _ => Err(KafkaError::new(
+                KafkaCode::CorruptMessage,
+                "produce carried no record batch",
+            )),
         }
     }
 
@@ -86,7 +89,13 @@ impl Partition {
         for item in it.by_ref() {
             let (h, start, len) = match item {
                 Ok(v) => v,
-                Err(e) => return Err(classify_batch_error(records.len(), self.message_max_bytes, e)),
+                Err(e) => {
+                    return Err(classify_batch_error(
+                        records.len(),
+                        self.message_max_bytes,
+                        e,
+                    ))
+                }
             };
             if len > self.message_max_bytes {
                 return Err(KafkaError::new(
@@ -98,7 +107,10 @@ impl Partition {
                 ));
             }
             if h.record_count.get() == 0 {
-                return Err(KafkaError::new(KafkaCode::CorruptMessage, "record batch has no records"));
+                return Err(KafkaError::new(
+                    KafkaCode::CorruptMessage,
+                    "record batch has no records",
+                ));
             }
             out.push((start, len));
         }
@@ -141,7 +153,10 @@ impl Partition {
     }
 
     /// Offset and timestamp of the first record at or after `timestamp`.
-    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, KafkaError> {
         self.log
             .offset_for_timestamp(timestamp)
             .await
@@ -169,7 +184,9 @@ fn classify_batch_error(total: usize, max: usize, e: batch::BatchError) -> Kafka
 
 fn storage_error(e: LogError) -> KafkaError {
     match e {
-        LogError::OffsetOutOfRange { .. } => KafkaError::new(KafkaCode::OffsetOutOfRange, e.to_string()),
+        LogError::OffsetOutOfRange { .. } => {
+            KafkaError::new(KafkaCode::OffsetOutOfRange, e.to_string())
+        }
         other => KafkaError::new(KafkaCode::KafkaStorageError, other.to_string()),
     }
 }

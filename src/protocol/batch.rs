@@ -161,11 +161,7 @@ impl<'a> Iterator for BatchIter<'a> {
 pub type SimpleRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Builds an uncompressed batch of simple records: for tests, benchmarks and tools.
-pub fn build_batch(
-    base_offset: i64,
-    timestamp: i64,
-    records: &[SimpleRecord],
-) -> Vec<u8> {
+pub fn build_batch(base_offset: i64, timestamp: i64, records: &[SimpleRecord]) -> Vec<u8> {
     let mut body = Vec::new();
     for (i, (key, value)) in records.iter().enumerate() {
         let mut rec = Vec::new();

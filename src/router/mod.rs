@@ -18,7 +18,10 @@ use crate::controller::{ClusterSnapshot, Controller, CreatedTopic, NewTopic};
 use crate::metrics::ShardMetrics;
 use crate::partition::ReadResult;
 use crate::runtime::{self, MeshReceivers, MeshSenders};
-use crate::shard::{Assignment, FetchPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart, Shard, ShardRequest};
+use crate::shard::{
+    Assignment, FetchPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart, Shard,
+    ShardRequest,
+};
 
 /// The shard that runs the controller.
 pub const CONTROLLER_SHARD: usize = 0;
@@ -39,6 +42,9 @@ pub enum MeshMessage {
         snapshot: Arc<ClusterSnapshot>,
         applied: oneshot::Sender<()>,
     },
+    /// Runs a closure on the receiving shard (Redpanda's `invoke_on`): how modules above the
+    /// router (groups, transactions) reach state that lives on another core.
+    Invoke(Box<dyn FnOnce() + Send>),
 }
 
 /// This shard's router.
@@ -120,6 +126,7 @@ impl Router {
                     let _ = reply.send(me.delete_topics(names).await);
                 });
             }
+            MeshMessage::Invoke(work) => work(),
             MeshMessage::Snapshot { snapshot, applied } => {
                 let me = self.clone();
                 runtime::detach(async move {
@@ -155,11 +162,15 @@ impl Router {
     }
 
     /// The publish sink the controller uses: every shard applies, then this completes.
-    pub fn publisher(router: Weak<Router>) -> impl Fn(Arc<ClusterSnapshot>) -> LocalBoxFuture<'static, ()> {
+    pub fn publisher(
+        router: Weak<Router>,
+    ) -> impl Fn(Arc<ClusterSnapshot>) -> LocalBoxFuture<'static, ()> {
         move |snapshot| {
             let router = router.clone();
             Box::pin(async move {
-                let Some(router) = router.upgrade() else { return };
+                let Some(router) = router.upgrade() else {
+                    return;
+                };
                 let mut acks = Vec::new();
                 for shard in 0..router.shards {
                     if shard == router.me {
@@ -180,8 +191,42 @@ impl Router {
         }
     }
 
+    /// Number of shards in this process.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+    }
+
+    /// The shard that runs a partition placed on `placed_shard` (placement may name more
+    /// shards than this run has).
+    pub fn shard_of(&self, placed_shard: usize) -> usize {
+        placed_shard % self.shards
+    }
+
+    /// Whether a partition placed on `placed_shard` lives on this shard.
+    pub fn owns(&self, placed_shard: usize) -> bool {
+        self.shard_of(placed_shard) == self.me
+    }
+
+    /// Runs `work` on `shard`: directly when it is this one, else over the mesh.
+    pub async fn invoke_on(&self, shard: usize, work: Box<dyn FnOnce() + Send>) {
+        if shard == self.me {
+            work();
+            return;
+        }
+        ShardMetrics::bump(&self.metrics.cross_shard_hops);
+        if self
+            .senders
+            .send_to(shard, MeshMessage::Invoke(work))
+            .await
+            .is_err()
+        {
+            tracing::error!(shard, "mesh peer is gone");
+        }
+    }
+
     fn owner(&self, snap: &ClusterSnapshot, tp: &TopicPartition) -> Option<usize> {
-        snap.partition(&tp.topic, tp.partition).map(|p| p.shard % self.shards)
+        snap.partition(&tp.topic, tp.partition)
+            .map(|p| p.shard % self.shards)
     }
 
     /// Hands `req` to `shard`: locally by a direct call, else over the mesh.
@@ -190,8 +235,15 @@ impl Router {
             self.local.dispatch(req);
             return;
         }
-        self.metrics.cross_shard_hops.set(self.metrics.cross_shard_hops.get() + 1);
-        if self.senders.send_to(shard, MeshMessage::Shard(req)).await.is_err() {
+        self.metrics
+            .cross_shard_hops
+            .set(self.metrics.cross_shard_hops.get() + 1);
+        if self
+            .senders
+            .send_to(shard, MeshMessage::Shard(req))
+            .await
+            .is_err()
+        {
             tracing::error!(shard, "mesh peer is gone");
         }
     }
@@ -220,7 +272,15 @@ impl Router {
         let mut pending = Vec::new();
         for (shard, (indexes, parts)) in per_shard {
             let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::Produce { parts, acks, reply: tx }).await;
+            self.send(
+                shard,
+                ShardRequest::Produce {
+                    parts,
+                    acks,
+                    reply: tx,
+                },
+            )
+            .await;
             pending.push((indexes, rx));
         }
         Box::pin(async move {
@@ -235,7 +295,10 @@ impl Router {
                     );
                 }
             }
-            outcomes.into_iter().map(|o| o.expect("every part answered")).collect()
+            outcomes
+                .into_iter()
+                .map(|o| o.expect("every part answered"))
+                .collect()
         })
     }
 
@@ -257,7 +320,8 @@ impl Router {
         let mut pending = Vec::new();
         for (shard, (indexes, parts)) in per_shard {
             let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::Fetch { parts, reply: tx }).await;
+            self.send(shard, ShardRequest::Fetch { parts, reply: tx })
+                .await;
             pending.push((indexes, rx));
         }
         for (indexes, rx) in pending {
@@ -266,12 +330,20 @@ impl Router {
                 results[i] = Some(answers.get(k).cloned().unwrap_or_else(unknown_read));
             }
         }
-        results.into_iter().map(|r| r.unwrap_or_else(unknown_read)).collect()
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(unknown_read))
+            .collect()
     }
 
     /// A fetch with Kafka's long-poll: answers once `min_bytes` are there, on an error, or
     /// at `max_wait`; in between it parks on the owners' data-arrival notices.
-    pub async fn fetch(&self, parts: Vec<FetchPart>, min_bytes: usize, max_wait: Duration) -> Vec<ReadResult> {
+    pub async fn fetch(
+        &self,
+        parts: Vec<FetchPart>,
+        min_bytes: usize,
+        max_wait: Duration,
+    ) -> Vec<ReadResult> {
         let deadline = Instant::now() + max_wait;
         loop {
             let results = self.fetch_once(&parts).await;
@@ -299,7 +371,15 @@ impl Router {
         let mut waits = Vec::new();
         for (shard, parts) in per_shard {
             let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::WaitForData { parts, max_wait, reply: tx }).await;
+            self.send(
+                shard,
+                ShardRequest::WaitForData {
+                    parts,
+                    max_wait,
+                    reply: tx,
+                },
+            )
+            .await;
             waits.push(rx);
         }
         if waits.is_empty() {
@@ -326,7 +406,8 @@ impl Router {
         }
         for (shard, (indexes, queries)) in per_shard {
             let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::ListOffsets { queries, reply: tx }).await;
+            self.send(shard, ShardRequest::ListOffsets { queries, reply: tx })
+                .await;
             let answers = rx.await.unwrap_or_default();
             for (k, i) in indexes.into_iter().enumerate() {
                 results[i] = Some(
@@ -344,7 +425,11 @@ impl Router {
     }
 
     /// Creates topics through the controller (on shard 0).
-    pub async fn create_topics(&self, topics: Vec<NewTopic>, validate_only: bool) -> Vec<CreatedTopic> {
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<CreatedTopic> {
         let controller = self.controller.borrow().clone();
         if let Some(c) = controller {
             return c.create_topics(topics, validate_only).await;

@@ -66,9 +66,7 @@ pub struct MeshReceivers<T: Send + 'static> {
 
 impl<T: Send + 'static> MeshReceivers<T> {
     /// Splits into one stream per peer: `(peer, stream)`.
-    pub fn streams(
-        mut self,
-    ) -> Vec<(usize, impl futures::Stream<Item = T> + Unpin)> {
+    pub fn streams(mut self) -> Vec<(usize, impl futures::Stream<Item = T> + Unpin)> {
         self.inner.streams()
     }
 }

@@ -45,8 +45,18 @@ pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T
 }
 
 /// Binds a listener with SO_REUSEPORT, so every shard can accept on the same port.
+/// SO_REUSEADDR too, so a restart is not refused for the last run's TIME_WAIT connections.
 pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(std::io::Error::from)
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves into the
+    // listener; nothing else holds it.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 /// Binds and listens on `addr` without SO_REUSEPORT, then lets go: fails if any process
@@ -123,7 +133,9 @@ async fn ensure_probe_primed(path: &std::path::Path) -> std::io::Result<()> {
     if PRIMED_DEVICES.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
-    let probe = dir.join(".dma-probe");
+    // One probe file per thread: shards prime concurrently on the same directory.
+    let probe =
+        dir.join(format!(".dma-probe-{:?}", std::thread::current().id()).replace(['(', ')'], ""));
     std::fs::write(&probe, vec![0u8; 4096])?;
     let file = DmaFile::open(&probe).await.map_err(std::io::Error::from)?;
     let read = file.read_at(0, 4096).await.map_err(std::io::Error::from);

@@ -32,7 +32,10 @@ pub async fn serve(
     stop: Shared<futures::channel::oneshot::Receiver<()>>,
 ) {
     let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let (mut reader, writer) = stream.split();
     let (mut queue, pending) = mpsc::channel::<Task<Outcome>>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_task = runtime::spawn(write_responses(writer, pending));
@@ -42,11 +45,13 @@ pub async fn serve(
         loop {
             match frame::take_frame(&mut buf, max_frame) {
                 Ok(Some(f)) => {
-                    let task = match start_request(&handlers, f).await {
+                    let task = match start_request(&handlers, f, &peer).await {
                         Ok(task) => task,
                         Err(reason) => {
                             tracing::debug!(%peer, %reason, "closing connection");
-                            ShardMetrics::bump(&handlers.router.metrics().connections_refused_frames);
+                            ShardMetrics::bump(
+                                &handlers.router.metrics().connections_refused_frames,
+                            );
                             break 'conn;
                         }
                     };
@@ -101,7 +106,11 @@ async fn write_responses(
 }
 
 /// Decodes a frame and starts its request. Produce appends before this returns.
-async fn start_request(handlers: &Rc<Handlers>, f: bytes::Bytes) -> Result<Task<Outcome>, String> {
+async fn start_request(
+    handlers: &Rc<Handlers>,
+    f: bytes::Bytes,
+    peer: &str,
+) -> Result<Task<Outcome>, String> {
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
         Decoded::UnsupportedApiVersions { correlation_id } => {
@@ -129,13 +138,34 @@ async fn start_request(handlers: &Rc<Handlers>, f: bytes::Bytes) -> Result<Task<
         return Ok(runtime::spawn(async move { encode(done.await) }));
     }
     let h = handlers.clone();
+    let client = ClientInfo {
+        id: req
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(ip, _)| ip)),
+    };
     Ok(runtime::spawn(async move {
-        let reply = run_request(&h, key, version, req.body).await;
+        let reply = run_request(&h, key, version, req.body, client).await;
         encode(Some(reply))
     }))
 }
 
-async fn run_request(h: &Handlers, key: ApiKey, version: i16, body: RequestKind) -> ResponseKind {
+/// Who sent a request, as group membership records it.
+struct ClientInfo {
+    id: String,
+    host: String,
+}
+
+async fn run_request(
+    h: &Handlers,
+    key: ApiKey,
+    version: i16,
+    body: RequestKind,
+    client: ClientInfo,
+) -> ResponseKind {
     match body {
         RequestKind::ApiVersions(_) => h.api_versions(),
         RequestKind::Metadata(r) => h.metadata(r, version).await,
@@ -147,6 +177,17 @@ async fn run_request(h: &Handlers, key: ApiKey, version: i16, body: RequestKind)
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
         RequestKind::DescribeCluster(_) => h.describe_cluster(),
+        RequestKind::FindCoordinator(r) => h.find_coordinator(r, version, &h.groups).await,
+        RequestKind::JoinGroup(r) => h.join_group(r, version, client.id, client.host).await,
+        RequestKind::SyncGroup(r) => h.sync_group(r, version).await,
+        RequestKind::Heartbeat(r) => h.heartbeat(r).await,
+        RequestKind::LeaveGroup(r) => h.leave_group(r, version).await,
+        RequestKind::OffsetCommit(r) => h.offset_commit(r).await,
+        RequestKind::OffsetFetch(r) => h.offset_fetch(r, version).await,
+        RequestKind::DescribeGroups(r) => h.describe_groups(r).await,
+        RequestKind::ListGroups(r) => h.list_groups(r, version).await,
+        RequestKind::DeleteGroups(r) => h.delete_groups(r).await,
+        RequestKind::OffsetDelete(r) => h.offset_delete(r).await,
         other => unreachable!("{key:?} is in the version table but has no handler: {other:?}"),
     }
 }

@@ -7,12 +7,18 @@ use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -35,6 +41,7 @@ pub struct HandlerSettings {
 pub struct Handlers {
     pub router: Rc<Router>,
     pub settings: HandlerSettings,
+    pub groups: crate::group::GroupSettings,
 }
 
 /// A response to send, or none (acks=0 produce).
@@ -85,10 +92,15 @@ impl Handlers {
                     .collect(),
             ),
         };
-        let allow_auto = self.settings.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        let allow_auto =
+            self.settings.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
         if let (Some(names), true) = (&requested, allow_auto) {
             let snap = self.router.snapshot();
-            let missing: Vec<String> = names.iter().filter(|n| !snap.topics.contains_key(*n)).cloned().collect();
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !snap.topics.contains_key(*n))
+                .cloned()
+                .collect();
             if !missing.is_empty() {
                 self.auto_create(missing).await;
             }
@@ -111,7 +123,10 @@ impl Handlers {
         resp.cluster_authorized_operations = i32::MIN;
         resp.topics = match requested {
             None => snap.topics.values().map(metadata_topic).collect(),
-            Some(names) => names.iter().map(|n| metadata_topic_named(&snap, n)).collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| metadata_topic_named(&snap, n))
+                .collect(),
         };
         ResponseKind::Metadata(resp)
     }
@@ -143,7 +158,12 @@ impl Handlers {
         let shape: Vec<(String, Vec<i32>)> = req
             .topic_data
             .iter()
-            .map(|t| (t.name.0.to_string(), t.partition_data.iter().map(|p| p.index).collect()))
+            .map(|t| {
+                (
+                    t.name.0.to_string(),
+                    t.partition_data.iter().map(|p| p.index).collect(),
+                )
+            })
             .collect();
         if !matches!(acks, -1..=1) {
             let err = KafkaError::new(KafkaCode::InvalidRequiredAcks, "");
@@ -172,7 +192,10 @@ impl Handlers {
                     continue;
                 }
                 if snap.partition(&topic, p.index).is_none() {
-                    early.insert((topic.clone(), p.index), KafkaCode::UnknownTopicOrPartition.into());
+                    early.insert(
+                        (topic.clone(), p.index),
+                        KafkaCode::UnknownTopicOrPartition.into(),
+                    );
                     continue;
                 }
                 match p.records {
@@ -181,22 +204,26 @@ impl Handlers {
                         records,
                     }),
                     None => {
-                        early.insert((topic.clone(), p.index), KafkaError::new(KafkaCode::CorruptMessage, "no records"));
+                        early.insert(
+                            (topic.clone(), p.index),
+                            KafkaError::new(KafkaCode::CorruptMessage, "no records"),
+                        );
                     }
                 }
             }
         }
-        let keys: Vec<(String, i32)> = parts.iter().map(|p| (p.tp.topic.clone(), p.tp.partition)).collect();
+        let keys: Vec<(String, i32)> = parts
+            .iter()
+            .map(|p| (p.tp.topic.clone(), p.tp.partition))
+            .collect();
         let done = self.router.submit_produce(parts, acks).await;
         Box::pin(async move {
             let outcomes = done.await;
             if acks == 0 {
                 return None;
             }
-            let mut by_key: BTreeMap<(String, i32), Result<(i64, i64), KafkaError>> = early
-                .into_iter()
-                .map(|(k, e)| (k, Err(e)))
-                .collect();
+            let mut by_key: BTreeMap<(String, i32), Result<(i64, i64), KafkaError>> =
+                early.into_iter().map(|(k, e)| (k, Err(e))).collect();
             for (k, o) in keys.into_iter().zip(outcomes) {
                 let r = match o.error {
                     Some(e) => Err(e),
@@ -205,19 +232,28 @@ impl Handlers {
                 by_key.insert(k, r);
             }
             Some(produce_response(&shape, |k| {
-                by_key.get(k).cloned().unwrap_or(Err(KafkaCode::UnknownServerError.into()))
+                by_key
+                    .get(k)
+                    .cloned()
+                    .unwrap_or(Err(KafkaCode::UnknownServerError.into()))
             }))
         })
     }
 
     pub async fn fetch(&self, req: FetchRequest, version: i16) -> ResponseKind {
         let snap = self.router.snapshot();
-        let total_max = if req.max_bytes <= 0 { i32::MAX } else { req.max_bytes } as usize;
+        let total_max = if req.max_bytes <= 0 {
+            i32::MAX
+        } else {
+            req.max_bytes
+        } as usize;
         let mut layout: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
         let mut parts = Vec::new();
         for t in &req.topics {
             let topic = if version >= 13 {
-                snap.topic_by_id(t.topic_id.as_bytes()).map(|i| i.name.clone()).unwrap_or_default()
+                snap.topic_by_id(t.topic_id.as_bytes())
+                    .map(|i| i.name.clone())
+                    .unwrap_or_default()
             } else {
                 t.topic.0.to_string()
             };
@@ -232,8 +268,12 @@ impl Handlers {
             }
             layout.push((topic, t.topic_id, idx));
         }
-        let max_wait = Duration::from_millis(req.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS as i32) as u64);
-        let mut results = self.router.fetch(parts, req.min_bytes.max(0) as usize, max_wait).await;
+        let max_wait =
+            Duration::from_millis(req.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS as i32) as u64);
+        let mut results = self
+            .router
+            .fetch(parts, req.min_bytes.max(0) as usize, max_wait)
+            .await;
         // The whole response stays within max_bytes, though the first batch always goes out.
         let mut budget = total_max;
         let mut first = true;
@@ -278,7 +318,13 @@ impl Handlers {
         let mut layout = Vec::new();
         for t in &req.topics {
             let topic = t.name.0.to_string();
-            layout.push((topic.clone(), t.partitions.iter().map(|p| p.partition_index).collect::<Vec<_>>()));
+            layout.push((
+                topic.clone(),
+                t.partitions
+                    .iter()
+                    .map(|p| p.partition_index)
+                    .collect::<Vec<_>>(),
+            ));
             for p in &t.partitions {
                 queries.push(OffsetQuery {
                     tp: TopicPartition::new(topic.clone(), p.partition_index),
@@ -301,7 +347,8 @@ impl Handlers {
                         pr.offset = offset;
                         pr.timestamp = ts;
                         if version >= 4 {
-                            pr.leader_epoch = snap.partition(&topic, p).map_or(-1, |x| x.leader_epoch);
+                            pr.leader_epoch =
+                                snap.partition(&topic, p).map_or(-1, |x| x.leader_epoch);
                         }
                     }
                     Err(e) => {
@@ -340,7 +387,11 @@ impl Handlers {
             let configs = t
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             asks.push(Ok(NewTopic {
                 name: topic,
@@ -349,8 +400,15 @@ impl Handlers {
                 configs,
             }));
         }
-        let creatable: Vec<NewTopic> = asks.iter().filter_map(|a| a.as_ref().ok().cloned()).collect();
-        let mut created = self.router.create_topics(creatable, req.validate_only).await.into_iter();
+        let creatable: Vec<NewTopic> = asks
+            .iter()
+            .filter_map(|a| a.as_ref().ok().cloned())
+            .collect();
+        let mut created = self
+            .router
+            .create_topics(creatable, req.validate_only)
+            .await
+            .into_iter();
         for a in asks {
             let (topic, result) = match a {
                 Ok(_) => {
@@ -362,7 +420,12 @@ impl Handlers {
             resp.topics.push(create_result(&topic, result));
         }
         for d in duplicates {
-            let e = KafkaError::new(KafkaCode::InvalidRequest, format!("Create topics request from client contains multiple entries for topic {d}"));
+            let e = KafkaError::new(
+                KafkaCode::InvalidRequest,
+                format!(
+                    "Create topics request from client contains multiple entries for topic {d}"
+                ),
+            );
             resp.topics.push(create_result(&d, Err(e)));
         }
         ResponseKind::CreateTopics(resp)
@@ -385,7 +448,11 @@ impl Handlers {
         }
         let ids: BTreeMap<String, uuid::Uuid> = names
             .iter()
-            .filter_map(|n| snap.topics.get(n).map(|t| (n.clone(), uuid_of(&t.topic_id))))
+            .filter_map(|n| {
+                snap.topics
+                    .get(n)
+                    .map(|t| (n.clone(), uuid_of(&t.topic_id)))
+            })
             .collect();
         let results = self.router.delete_topics(names).await;
         let mut resp = DeleteTopicsResponse::default();

@@ -3,6 +3,7 @@
 //! accepting, drain in-flight requests, flush and fsync every log). Uses everything above.
 
 mod connection;
+mod groups;
 mod handlers;
 
 use std::cell::Cell;
@@ -71,7 +72,10 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         ready: ready_tx,
     };
     // The signal handler is installed before any shard starts, so no signal is missed.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let handles = runtime::run_shards(shards, move |i| shard_main(i, ctx.clone()))?;
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -95,7 +99,10 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_phase(controls: &[mpsc::UnboundedSender<Control>], make: fn(std_mpsc::Sender<()>) -> Control) {
+fn run_phase(
+    controls: &[mpsc::UnboundedSender<Control>],
+    make: fn(std_mpsc::Sender<()>) -> Control,
+) {
     let (tx, rx) = std_mpsc::channel();
     let mut sent = 0;
     for c in controls {
@@ -113,8 +120,9 @@ fn run_phase(controls: &[mpsc::UnboundedSender<Control>], make: fn(std_mpsc::Sen
 /// Refuses to start when another process serves the port (SO_REUSEPORT would otherwise let
 /// two brokers split the connections); resolves port 0 to a free port.
 fn claim_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let probe = runtime::probe_listen(addr)
-        .with_context(|| format!("cannot listen on {addr}: is another broker already serving it?"))?;
+    let probe = runtime::probe_listen(addr).with_context(|| {
+        format!("cannot listen on {addr}: is another broker already serving it?")
+    })?;
     Ok(probe)
 }
 
@@ -124,7 +132,10 @@ fn advertised(config: &BrokerConfig, listen: SocketAddr) -> anyhow::Result<Broke
             let (h, p) = a
                 .rsplit_once(':')
                 .with_context(|| format!("advertised listener {a:?} is not host:port"))?;
-            (h.to_owned(), p.parse().with_context(|| format!("bad port in {a:?}"))?)
+            (
+                h.to_owned(),
+                p.parse().with_context(|| format!("bad port in {a:?}"))?,
+            )
         }
         None if listen.ip().is_unspecified() => ("127.0.0.1".to_owned(), listen.port() as i32),
         None => (listen.ip().to_string(), listen.port() as i32),
@@ -164,10 +175,17 @@ struct RunningShard {
 
 async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShard> {
     let config = &ctx.config;
-    runtime::prime_dma_probe(&config.data_dir).await.context("priming the DMA probe")?;
+    runtime::prime_dma_probe(&config.data_dir)
+        .await
+        .context("priming the DMA probe")?;
     let (senders, receivers) = ctx.mesh.clone().join().await?;
     let metrics = Rc::new(ShardMetrics::default());
-    let shard = Shard::new(i, config.data_dir.clone(), config.log.clone(), config.message_max_bytes);
+    let shard = Shard::new(
+        i,
+        config.data_dir.clone(),
+        config.log.clone(),
+        config.message_max_bytes,
+    );
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
     router.serve_mesh(receivers);
@@ -187,8 +205,13 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         c.publish_current().await;
         controller = Some(c);
     }
-    first_snapshot.await.context("no metadata snapshot arrived")?;
-    let listener = runtime::bind_listener(ctx.listen).with_context(|| format!("binding {}", ctx.listen))?;
+    first_snapshot
+        .await
+        .context("no metadata snapshot arrived")?;
+    let group_config = group_settings(config);
+    crate::group::install(router.clone(), &group_config).await;
+    let listener =
+        runtime::bind_listener(ctx.listen).with_context(|| format!("binding {}", ctx.listen))?;
     let handlers = Rc::new(handlers::Handlers {
         router: router.clone(),
         settings: HandlerSettings {
@@ -196,6 +219,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             default_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
         },
+        groups: group_config,
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
@@ -271,8 +295,23 @@ impl RunningShard {
             runtime::sleep(Duration::from_millis(5)).await;
         }
         if self.open_connections.get() > 0 {
-            tracing::warn!(open = self.open_connections.get(), "connections still open after drain timeout");
+            tracing::warn!(
+                open = self.open_connections.get(),
+                "connections still open after drain timeout"
+            );
         }
+    }
+}
+
+fn group_settings(config: &BrokerConfig) -> crate::group::GroupSettings {
+    crate::group::GroupSettings {
+        coordinator: crate::group::GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+            offsets_retention_ms: config.offsets_retention_minutes * 60_000,
+        },
+        offsets_partitions: config.offsets_topic_num_partitions,
     }
 }
 

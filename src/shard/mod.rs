@@ -100,7 +100,12 @@ fn not_here() -> KafkaError {
 }
 
 impl Shard {
-    pub fn new(id: usize, data_dir: PathBuf, settings: LogSettings, message_max_bytes: usize) -> Rc<Shard> {
+    pub fn new(
+        id: usize,
+        data_dir: PathBuf,
+        settings: LogSettings,
+        message_max_bytes: usize,
+    ) -> Rc<Shard> {
         Rc::new(Shard {
             id,
             data_dir,
@@ -149,7 +154,12 @@ impl Shard {
         }
     }
 
-    fn produce(&self, parts: Vec<ProducePart>, acks: i16, reply: oneshot::Sender<Vec<ProduceOutcome>>) {
+    fn produce(
+        &self,
+        parts: Vec<ProducePart>,
+        acks: i16,
+        reply: oneshot::Sender<Vec<ProduceOutcome>>,
+    ) {
         let mut waits = Vec::with_capacity(parts.len());
         for part in parts {
             let Some(p) = self.partition(&part.tp) else {
@@ -201,10 +211,17 @@ impl Shard {
         out
     }
 
-    async fn wait_for_data(&self, parts: Vec<FetchPart>, max_wait: Duration, mut reply: oneshot::Sender<()>) {
+    async fn wait_for_data(
+        &self,
+        parts: Vec<FetchPart>,
+        max_wait: Duration,
+        mut reply: oneshot::Sender<()>,
+    ) {
         let mut arrivals = Vec::new();
         for part in &parts {
-            let Some(p) = self.partition(&part.tp) else { continue };
+            let Some(p) = self.partition(&part.tp) else {
+                continue;
+            };
             if p.offsets().high_watermark > part.offset {
                 let _ = reply.send(());
                 return;
@@ -271,17 +288,34 @@ impl Shard {
         }
     }
 
-    async fn open_partition(&self, tp: &TopicPartition, topic_id: [u8; 16], epoch: i32) -> std::io::Result<Rc<Partition>> {
+    async fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        topic_id: [u8; 16],
+        epoch: i32,
+    ) -> std::io::Result<Rc<Partition>> {
         let dir = self.data_dir.join(tp.dir_name());
         claim_partition_dir(&dir, &topic_id)?;
-        Partition::open(&dir, tp.clone(), topic_id, epoch, self.settings.clone(), self.message_max_bytes)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))
+        Partition::open(
+            &dir,
+            tp.clone(),
+            topic_id,
+            epoch,
+            self.settings.clone(),
+            self.message_max_bytes,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Flushes and closes every partition (clean shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        let all: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
         for p in all {
             if let Err(e) = p.close().await {
                 tracing::error!(partition = %p.tp, error = %e, "close failed");

@@ -1,0 +1,516 @@
+//! Consumer groups: the coordinator (a sans-io state machine, [`state`] and
+//! [`coordinator`]) and its thin I/O shell here. A group lives on the shard that owns its
+//! `__consumer_offsets` partition (`abs(hash(group)) % partitions`); requests for it travel
+//! there through the router's `invoke_on`, and its offsets and metadata are written to that
+//! partition as ordinary produces, in Kafka's own record schemas ([`records`]), and read back
+//! at start. Each shard's shell sits in a thread-local, set up once by [`install`]: it is
+//! touched only by that shard's own tasks. Uses base, protocol, router (and shard's types).
+
+pub mod coordinator;
+pub mod records;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
+use crate::controller::NewTopic;
+use crate::router::Router;
+use crate::runtime;
+use crate::shard::{FetchPart, ProducePart};
+
+pub use coordinator::{Coordinator, GroupDescription, MemberRef};
+pub use records::CommittedOffset;
+pub use state::{GroupConfig, GroupState, JoinRequest, JoinResult, Output, SyncResult, Token};
+
+/// The internal topic holding offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Settings of the group subsystem.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub coordinator: GroupConfig,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+}
+
+/// Answers parked requests get.
+enum Parked {
+    Join(oneshot::Sender<JoinResult>),
+    Sync(oneshot::Sender<SyncResult>),
+}
+
+/// One shard's coordinator and the channels of its parked requests.
+struct GroupShard {
+    router: Rc<Router>,
+    coordinator: RefCell<Coordinator>,
+    parked: RefCell<HashMap<Token, Parked>>,
+    next_token: Cell<Token>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Rc<GroupShard>>> = const { RefCell::new(None) };
+}
+
+fn local() -> Option<Rc<GroupShard>> {
+    LOCAL.with(|l| l.borrow().clone())
+}
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// Sets up this shard's coordinator, loads the groups of the offsets partitions it owns, and
+/// starts its timer. Call once per shard before serving requests.
+pub async fn install(router: Rc<Router>, settings: &GroupSettings) {
+    let shell = Rc::new(GroupShard {
+        router: router.clone(),
+        coordinator: RefCell::new(Coordinator::new(settings.coordinator.clone())),
+        parked: RefCell::new(HashMap::new()),
+        next_token: Cell::new(1),
+    });
+    LOCAL.with(|l| *l.borrow_mut() = Some(shell.clone()));
+    load_owned_partitions(&shell).await;
+    runtime::detach(run_timer(Rc::downgrade(&shell)));
+}
+
+/// Replays every `__consumer_offsets` partition this shard owns into the coordinator.
+async fn load_owned_partitions(shell: &GroupShard) {
+    let snap = shell.router.snapshot();
+    let Some(topic) = snap.topics.get(OFFSETS_TOPIC) else {
+        return;
+    };
+    let mine: Vec<i32> = topic
+        .partitions
+        .iter()
+        .filter(|p| shell.router.owns(p.shard))
+        .map(|p| p.index)
+        .collect();
+    let mut loaded = 0usize;
+    for p in mine {
+        let mut offset = 0i64;
+        loop {
+            let part = FetchPart {
+                tp: TopicPartition::new(OFFSETS_TOPIC, p),
+                offset,
+                max_bytes: 4 << 20,
+            };
+            let read = shell.router.fetch_once(&[part]).await.remove(0);
+            if read.error.is_some() || read.records.is_empty() {
+                break;
+            }
+            let mut buf = read.records.clone();
+            let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
+                break;
+            };
+            let now = now_ms();
+            for set in sets {
+                for r in set.records {
+                    offset = offset.max(r.offset + 1);
+                    if let Some(rec) = r.key.and_then(|k| records::decode(k, r.value)) {
+                        shell.coordinator.borrow_mut().load(rec, now);
+                        loaded += 1;
+                    }
+                }
+            }
+        }
+    }
+    if loaded > 0 {
+        tracing::info!(records = loaded, "consumer groups loaded");
+    }
+}
+
+/// Expires sessions and completes rebalances on time. Wakes at least every 100 ms.
+async fn run_timer(shell: std::rc::Weak<GroupShard>) {
+    loop {
+        let Some(s) = shell.upgrade() else { return };
+        let now = now_ms();
+        let next = s.coordinator.borrow().next_deadline();
+        let wait = next.map_or(100, |t| (t - now).clamp(1, 100));
+        drop(s);
+        runtime::sleep(Duration::from_millis(wait as u64)).await;
+        let Some(s) = shell.upgrade() else { return };
+        let (outputs, expired) = s.coordinator.borrow_mut().tick(now_ms());
+        s.deliver(outputs);
+        for (group, topic, partition) in expired {
+            let key = records::offset_key(&group, &topic, partition);
+            let _ = persist(&s.router, &group, vec![(key, None)]).await;
+        }
+    }
+}
+
+impl GroupShard {
+    fn token(&self) -> Token {
+        let t = self.next_token.get();
+        self.next_token.set(t + 1);
+        t
+    }
+
+    /// Sends every answer the coordinator produced and writes what it asked to persist.
+    fn deliver(&self, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Join(t, r) => {
+                    if let Some(Parked::Join(tx)) = self.parked.borrow_mut().remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Output::Sync(t, r) => {
+                    if let Some(Parked::Sync(tx)) = self.parked.borrow_mut().remove(&t) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Output::PersistGroup(group, value) => {
+                    let router = self.router.clone();
+                    runtime::detach(async move {
+                        let v = value.as_ref().map(records::group_value);
+                        if let Err(e) =
+                            persist(&router, &group, vec![(records::group_key(&group), v)]).await
+                        {
+                            tracing::warn!(%group, ?e, "persisting group metadata failed");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Writes records for `group` to its offsets partition and waits until they are durable.
+async fn persist(
+    router: &Router,
+    group: &str,
+    kvs: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), KafkaCode> {
+    let snap = router.snapshot();
+    let partitions = snap
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len() as i32);
+    if partitions == 0 {
+        return Err(KafkaCode::CoordinatorNotAvailable);
+    }
+    let partition = records::partition_for(group, partitions);
+    let now = now_ms();
+    let recs: Vec<Record> = kvs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, recs.iter(), &options)
+        .map_err(|_| KafkaCode::UnknownServerError)?;
+    let part = ProducePart {
+        tp: TopicPartition::new(OFFSETS_TOPIC, partition),
+        records: buf.freeze(),
+    };
+    let done = router.submit_produce(vec![part], -1).await;
+    match done.await.into_iter().next().and_then(|o| o.error) {
+        None => Ok(()),
+        Some(e) => Err(e.code),
+    }
+}
+
+/// Creates `__consumer_offsets` if it is missing (as Kafka does on first FindCoordinator).
+pub async fn ensure_offsets_topic(
+    router: &Router,
+    settings: &GroupSettings,
+) -> Result<(), KafkaCode> {
+    if router.snapshot().topics.contains_key(OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_owned(), "compact".to_owned());
+    let created = router
+        .create_topics(
+            vec![NewTopic {
+                name: OFFSETS_TOPIC.to_owned(),
+                num_partitions: settings.offsets_partitions,
+                replication_factor: 1,
+                configs,
+            }],
+            false,
+        )
+        .await;
+    match created.first().map(|c| &c.result) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) if e.code == KafkaCode::TopicAlreadyExists => Ok(()),
+        _ => Err(KafkaCode::CoordinatorNotAvailable),
+    }
+}
+
+/// The shard coordinating `group`, or COORDINATOR_NOT_AVAILABLE before the topic exists.
+fn coordinator_shard(router: &Router, group: &str) -> Result<usize, KafkaCode> {
+    let snap = router.snapshot();
+    let topic = snap
+        .topics
+        .get(OFFSETS_TOPIC)
+        .ok_or(KafkaCode::CoordinatorNotAvailable)?;
+    let p = records::partition_for(group, topic.partitions.len() as i32);
+    Ok(router.shard_of(topic.partitions[p as usize].shard))
+}
+
+/// Runs `work` on the shard coordinating `group` and returns its answer.
+async fn on_coordinator<T, F, Fut>(router: &Router, group: &str, work: F) -> Result<T, KafkaCode>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<GroupShard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let shard = coordinator_shard(router, group)?;
+    let (tx, rx) = oneshot::channel();
+    router
+        .invoke_on(
+            shard,
+            Box::new(move || {
+                let Some(shell) = local() else { return };
+                runtime::detach(async move {
+                    let _ = tx.send(work(shell).await);
+                });
+            }),
+        )
+        .await;
+    rx.await.map_err(|_| KafkaCode::CoordinatorNotAvailable)
+}
+
+pub async fn join(router: &Router, group: String, req: JoinRequest) -> JoinResult {
+    let member = req.member_id.clone();
+    let g = group.clone();
+    let result = on_coordinator(router, &group, move |s| async move {
+        let token = s.token();
+        let (tx, rx) = oneshot::channel();
+        s.parked.borrow_mut().insert(token, Parked::Join(tx));
+        let outputs = s.coordinator.borrow_mut().join(token, &g, req, now_ms());
+        s.deliver(outputs);
+        rx.await
+            .unwrap_or_else(|_| JoinResult::error(KafkaCode::CoordinatorNotAvailable, ""))
+    })
+    .await;
+    result.unwrap_or_else(|code| JoinResult::error(code, &member))
+}
+
+pub async fn sync(
+    router: &Router,
+    group: String,
+    who: MemberRef,
+    assignments: Vec<(String, Bytes)>,
+) -> SyncResult {
+    let g = group.clone();
+    let result = on_coordinator(router, &group, move |s| async move {
+        let token = s.token();
+        let (tx, rx) = oneshot::channel();
+        s.parked.borrow_mut().insert(token, Parked::Sync(tx));
+        let outputs = s
+            .coordinator
+            .borrow_mut()
+            .sync(token, &g, who, assignments, now_ms());
+        s.deliver(outputs);
+        rx.await
+            .unwrap_or_else(|_| SyncResult::error(KafkaCode::CoordinatorNotAvailable))
+    })
+    .await;
+    result.unwrap_or_else(SyncResult::error)
+}
+
+pub async fn heartbeat(router: &Router, group: String, who: MemberRef) -> KafkaCode {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        s.coordinator.borrow_mut().heartbeat(&g, who, now_ms())
+    })
+    .await
+    .unwrap_or_else(|c| c)
+}
+
+pub async fn leave(
+    router: &Router,
+    group: String,
+    members: Vec<(String, Option<String>)>,
+) -> Result<Vec<KafkaCode>, KafkaCode> {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        let (_, codes, outputs) = s.coordinator.borrow_mut().leave(&g, members, now_ms());
+        s.deliver(outputs);
+        codes
+    })
+    .await
+}
+
+/// Commits offsets; answers once they are durable. One code per partition, in order.
+pub async fn commit(
+    router: &Router,
+    group: String,
+    who: MemberRef,
+    offsets: Vec<((String, i32), CommittedOffset)>,
+) -> Vec<KafkaCode> {
+    let n = offsets.len();
+    let g = group.clone();
+    let result = on_coordinator(router, &group, move |s| async move {
+        let accepted = s
+            .coordinator
+            .borrow_mut()
+            .commit(&g, &who, offsets, now_ms());
+        let stored = match accepted {
+            Ok(stored) => stored,
+            Err(code) => return vec![code; n],
+        };
+        let kvs = stored
+            .iter()
+            .map(|((t, p), v)| {
+                (
+                    records::offset_key(&g, t, *p),
+                    Some(records::offset_value(v)),
+                )
+            })
+            .collect();
+        match persist(&s.router, &g, kvs).await {
+            Ok(()) => vec![KafkaCode::None; n],
+            Err(code) => vec![code; n],
+        }
+    })
+    .await;
+    result.unwrap_or_else(|code| vec![code; n])
+}
+
+/// Committed offsets (None where nothing is committed); `wanted` None means all.
+pub async fn fetch_offsets(
+    router: &Router,
+    group: String,
+    wanted: Option<Vec<(String, i32)>>,
+) -> Result<Vec<((String, i32), Option<CommittedOffset>)>, KafkaCode> {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        s.coordinator.borrow().fetch_offsets(&g, wanted.as_deref())
+    })
+    .await
+}
+
+pub async fn describe(router: &Router, group: String) -> Result<GroupDescription, KafkaCode> {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        s.coordinator.borrow().describe(&g)
+    })
+    .await
+}
+
+/// Every group on every shard: `(group, protocol type, state)`.
+pub async fn list(router: &Router) -> Vec<(String, String, GroupState)> {
+    let mut all = Vec::new();
+    for shard in 0..router.shard_count() {
+        let (tx, rx) = oneshot::channel();
+        router
+            .invoke_on(
+                shard,
+                Box::new(move || {
+                    let groups = local()
+                        .map(|s| s.coordinator.borrow().list())
+                        .unwrap_or_default();
+                    let _ = tx.send(groups);
+                }),
+            )
+            .await;
+        all.extend(rx.await.unwrap_or_default());
+    }
+    all.sort();
+    all
+}
+
+pub async fn delete_group(router: &Router, group: String) -> KafkaCode {
+    let g = group.clone();
+    let result = on_coordinator(router, &group, move |s| async move {
+        let keys = match s.coordinator.borrow_mut().delete_group(&g) {
+            Ok(keys) => keys,
+            Err(code) => return code,
+        };
+        let mut kvs: Vec<(Bytes, Option<Bytes>)> = keys
+            .iter()
+            .map(|(t, p)| (records::offset_key(&g, t, *p), None))
+            .collect();
+        kvs.push((records::group_key(&g), None));
+        persist(&s.router, &g, kvs)
+            .await
+            .err()
+            .unwrap_or(KafkaCode::None)
+    })
+    .await;
+    result.unwrap_or_else(|c| c)
+}
+
+/// OffsetDelete: one code per partition, or a group-level error.
+pub async fn delete_offsets(
+    router: &Router,
+    group: String,
+    partitions: Vec<(String, i32)>,
+) -> Result<Vec<KafkaCode>, KafkaCode> {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        let codes =
+            s.coordinator
+                .borrow_mut()
+                .delete_offsets(&g, &partitions, subscription_mentions)?;
+        let kvs = partitions
+            .iter()
+            .zip(&codes)
+            .filter(|(_, c)| **c == KafkaCode::None)
+            .map(|((t, p), _)| (records::offset_key(&g, t, *p), None))
+            .collect::<Vec<_>>();
+        if !kvs.is_empty() {
+            persist(&s.router, &g, kvs).await?;
+        }
+        Ok(codes)
+    })
+    .await?
+}
+
+/// Whether a consumer-protocol subscription (v0+: version, topics array, ...) names `topic`.
+fn subscription_mentions(metadata: &Bytes, topic: &str) -> bool {
+    let mut b = metadata.clone();
+    use bytes::Buf;
+    if b.remaining() < 6 {
+        return false;
+    }
+    b.advance(2);
+    let n = b.get_i32();
+    for _ in 0..n.max(0) {
+        if b.remaining() < 2 {
+            return false;
+        }
+        let len = b.get_i16().max(0) as usize;
+        if b.remaining() < len {
+            return false;
+        }
+        if &b[..len] == topic.as_bytes() {
+            return true;
+        }
+        b.advance(len);
+    }
+    false
+}
