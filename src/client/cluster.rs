@@ -88,7 +88,9 @@ impl Client {
         Err(topic_error(name, failed.iter().find(|t| t.name == name)))
     }
 
-    async fn refresh_once(
+    /// One attempt at [`Client::refresh`], for callers that retry on their own schedule
+    /// (the producer's sender, the consumer's poll loop).
+    pub async fn refresh_once(
         &self,
         topics: Option<&[String]>,
     ) -> Result<(Rc<ClusterMetadata>, Vec<TopicInfo>), ClientError> {

@@ -372,3 +372,37 @@ def test_consume_stops_quietly_when_stdout_closes(broker):
     assert r.returncode == 0, r.stderr
     assert b"Error" not in r.stderr and b"panicked" not in r.stderr
     assert time.monotonic() - started < 15, "consume kept running after its reader went away"
+
+
+def test_produce_and_consume_ride_out_a_broker_restart(broker):
+    """Records sent while the broker is down are retried (network errors are retriable) and
+    delivered once it is back; a running consumer reconnects and reads them."""
+    b = broker.bootstrap
+    ok("topic", "create", "restart", "-p", "2", bootstrap=b)
+    consumer = subprocess.Popen([str(SLUICE_BIN), "consume", "restart", "--from-beginning", "--max-messages", "2000",
+                                 "--timeout-ms", "60000", "--bootstrap-server", b],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    producer = subprocess.Popen([str(SLUICE_BIN), "produce", "restart", "--bootstrap-server", b, "--print-offsets"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        producer.stdin.write(b"".join(b"first %d\n" % i for i in range(1000)))
+        producer.stdin.flush()
+        time.sleep(2)
+        broker.stop()
+        producer.stdin.write(b"".join(b"second %d\n" % i for i in range(1000)))
+        producer.stdin.flush()
+        time.sleep(2)
+        broker.restart()
+        p_out, p_err = producer.communicate(timeout=CLI_TIMEOUT)  # closes stdin: end of input
+        c_out, c_err = consumer.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        for proc in (producer, consumer):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert producer.returncode == 0, p_err
+    assert len(p_out.splitlines()) == 2000
+    assert consumer.returncode == 0, c_err
+    got = set(c_out.splitlines())
+    want = {b"first %d" % i for i in range(1000)} | {b"second %d" % i for i in range(1000)}
+    assert got == want, f"missing {sorted(want - got)[:5]}, unexpected {sorted(got - want)[:5]}"

@@ -167,17 +167,30 @@ impl Consumer {
         self.seek_to(tps, ResetTo::Latest)
     }
 
-    /// The offset of the next record `poll` returns for `tp`.
+    /// The offset of the next record `poll` returns for `tp`, resolving a pending reset
+    /// (retried with backoff for up to `default.api.timeout.ms`).
     pub async fn position(&mut self, tp: &TopicPartition) -> Result<i64, ClientError> {
+        let deadline = Instant::now() + self.config.client.default_api_timeout;
         loop {
             match self.parts.get(tp).map(|s| s.position) {
                 None => return Err(not_assigned(tp)),
                 Some(Position::Offset(o)) => return Ok(o),
-                Some(_) => self.resolve_positions().await?,
+                Some(_) if Instant::now() >= deadline => {
+                    return Err(ClientError::TimedOut(format!(
+                        "no position for {tp} within default.api.timeout.ms"
+                    )))
+                }
+                Some(_) => {}
             }
-            if self.metadata_stale {
+            self.resolve_positions().await?;
+            if !matches!(
+                self.parts.get(tp).map(|s| s.position),
+                Some(Position::Offset(_))
+            ) {
                 runtime::sleep(self.config.client.retry_backoff).await;
-                self.refresh_metadata().await;
+                if self.metadata_stale {
+                    self.refresh_metadata().await;
+                }
             }
         }
     }
@@ -258,7 +271,7 @@ impl Consumer {
             return;
         }
         let topics: Vec<String> = self.topic_names.keys().cloned().collect();
-        self.metadata_stale = self.client.refresh(Some(&topics)).await.is_err();
+        self.metadata_stale = self.client.refresh_once(Some(&topics)).await.is_err();
         self.next_refresh = Instant::now() + self.config.client.retry_backoff;
     }
 }

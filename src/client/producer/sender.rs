@@ -77,7 +77,7 @@ async fn refresh_metadata(shared: &ProducerShared) {
         let meta = shared.client.metadata();
         meta.topics.keys().cloned().collect()
     };
-    if let Err(e) = shared.client.refresh(Some(&topics)).await {
+    if let Err(e) = shared.client.refresh_once(Some(&topics)).await {
         tracing::debug!(error = %e, "producer metadata refresh failed");
         shared.refresh_due.set(true);
     }

@@ -6,7 +6,9 @@
 //!
 //! A broken connection (read or write error, unexpected answer, a request timing out) fails
 //! every waiting request and refuses new ones; the pool in `cluster` then opens a new one.
-//! Response frames are length-checked against [`MAX_RESPONSE_BYTES`] before any buffering.
+//! Response frames are length-checked before any buffering (see [`io`]).
+
+mod io;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -17,20 +19,21 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
-use futures::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use futures::{Stream, StreamExt};
+use futures::io::AsyncReadExt;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 
-use super::config::{MAX_IN_FLIGHT_PER_CONNECTION, MAX_RESPONSE_BYTES};
+use super::config::MAX_IN_FLIGHT_PER_CONNECTION;
 use super::error::ClientError;
 use super::notify::Notify;
 use super::versions::{BrokerVersions, Range};
-use crate::runtime::{self, Task, TcpStream};
+use crate::runtime::{self, Task};
 
-const READ_CHUNK: usize = 64 * 1024;
+pub use self::io::describe_io;
+use self::io::{read_responses, write_requests};
+
 const API_VERSIONS_MAX: i16 = 3;
 
 /// How to open a connection.
@@ -319,7 +322,7 @@ impl Connection {
                 Some(Err(_)) => return Err(self.disconnected("the connection was closed")),
                 None => return Err(self.disconnected("no answer to ApiVersions")),
             };
-            let resp = self.decode_api_versions(frame, version)?;
+            let resp = decode_api_versions(frame, version, self.peer())?;
             if resp.error_code == 35 && version > 0 {
                 let theirs = resp
                     .api_keys
@@ -346,25 +349,6 @@ impl Connection {
         Err(ClientError::Unsupported {
             peer: self.peer().to_owned(),
             what: "any ApiVersions version this client speaks".into(),
-        })
-    }
-
-    fn decode_api_versions(
-        &self,
-        frame: Bytes,
-        version: i16,
-    ) -> Result<ApiVersionsResponse, ClientError> {
-        // The ApiVersions response header is v0 (correlation id only) at every version, and an
-        // UNSUPPORTED_VERSION answer is in the v0 body layout whatever we asked.
-        let body = frame.slice(4.min(frame.len())..);
-        let code = (body.len() >= 2).then(|| i16::from_be_bytes([body[0], body[1]]));
-        let layout = if code == Some(35) { 0 } else { version };
-        let mut buf = body;
-        decode_guarded(|| ApiVersionsResponse::decode(&mut buf, layout)).map_err(|reason| {
-            ClientError::Protocol {
-                peer: self.peer().to_owned(),
-                reason: format!("cannot decode ApiVersions v{layout} response: {reason}"),
-            }
         })
     }
 }
@@ -409,6 +393,25 @@ impl Shared {
         self.slot_freed.notify_all();
         Ok(())
     }
+}
+
+/// Decodes an ApiVersions answer. Its header is v0 (correlation id only) at every version,
+/// and an UNSUPPORTED_VERSION answer is in the v0 body layout whatever was asked.
+fn decode_api_versions(
+    frame: Bytes,
+    version: i16,
+    peer: &str,
+) -> Result<ApiVersionsResponse, ClientError> {
+    let body = frame.slice(4.min(frame.len())..);
+    let code = (body.len() >= 2).then(|| i16::from_be_bytes([body[0], body[1]]));
+    let layout = if code == Some(35) { 0 } else { version };
+    let mut buf = body;
+    decode_guarded(|| ApiVersionsResponse::decode(&mut buf, layout)).map_err(|reason| {
+        ClientError::Protocol {
+            peer: peer.to_owned(),
+            reason: format!("cannot decode ApiVersions v{layout} response: {reason}"),
+        }
+    })
 }
 
 fn api_key<R: Request>() -> Result<ApiKey, ClientError> {
@@ -456,143 +459,9 @@ fn decode_guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Result<T, String>
     }
 }
 
-/// Takes one whole response frame off the front of `buf`, if one is there.
-fn take_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, String> {
-    if buf.len() < 4 {
-        return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    let len = usize::try_from(len).map_err(|_| format!("negative frame length {len}"))?;
-    if len > MAX_RESPONSE_BYTES {
-        return Err(format!(
-            "frame of {len} bytes exceeds the {MAX_RESPONSE_BYTES}-byte limit"
-        ));
-    }
-    if buf.len() < 4 + len {
-        return Ok(None);
-    }
-    let _ = buf.split_to(4);
-    Ok(Some(buf.split_to(len).freeze()))
-}
-
-/// How many more bytes to read: the rest of the current frame (its length is checked before
-/// this is used), at least one chunk.
-fn read_size(buf: &BytesMut) -> usize {
-    if buf.len() < 4 {
-        return READ_CHUNK;
-    }
-    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]).max(0) as usize;
-    (4 + len.min(MAX_RESPONSE_BYTES))
-        .saturating_sub(buf.len())
-        .max(READ_CHUNK)
-}
-
-async fn read_responses(mut reader: ReadHalf<TcpStream>, shared: Rc<Shared>, peer: String) {
-    let err = read_loop(&mut reader, &shared, &peer).await;
-    shared.fail(err);
-}
-
-async fn read_loop(reader: &mut ReadHalf<TcpStream>, shared: &Shared, peer: &str) -> ClientError {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let protocol = |reason: String| ClientError::Protocol {
-        peer: peer.to_owned(),
-        reason,
-    };
-    loop {
-        loop {
-            match take_frame(&mut buf) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = shared.deliver(frame, peer) {
-                        return e;
-                    }
-                }
-                Ok(None) => break,
-                Err(reason) => return protocol(reason),
-            }
-        }
-        let start = buf.len();
-        buf.resize(start + read_size(&buf), 0);
-        let read = reader.read(&mut buf[start..]).await;
-        let disconnected = |reason: String| ClientError::Disconnected {
-            peer: peer.to_owned(),
-            reason,
-        };
-        match read {
-            Ok(0) => return disconnected("the broker closed the connection".into()),
-            Ok(n) => buf.truncate(start + n),
-            Err(e) => return disconnected(describe_io(&e)),
-        }
-    }
-}
-
-async fn write_requests(
-    mut writer: WriteHalf<TcpStream>,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
-    shared: Rc<Shared>,
-    peer: String,
-) {
-    while let Some(out) = queue.next().await {
-        if let Err(e) = writer.write_all(&out.frame).await {
-            shared.fail(ClientError::Disconnected {
-                peer,
-                reason: describe_io(&e),
-            });
-            return;
-        }
-        if let Some(w) = out.written {
-            let _ = w.send(());
-        }
-        if queue.size_hint().0 == 0 && writer.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = writer.close().await;
-}
-
-/// A socket error in words, e.g. "connection refused".
-pub fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionRefused => "connection refused".into(),
-        ConnectionReset => "connection reset by the broker".into(),
-        ConnectionAborted => "connection aborted".into(),
-        BrokenPipe => "the broker closed the connection".into(),
-        TimedOut => "timed out".into(),
-        AddrNotAvailable => "address not available".into(),
-        _ => match e.raw_os_error() {
-            Some(113) => "no route to host".into(),    // EHOSTUNREACH
-            Some(101) => "network unreachable".into(), // ENETUNREACH
-            _ => e.to_string(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_wait_for_all_their_bytes() {
-        let mut b = BytesMut::new();
-        b.put_u32(6);
-        b.put_slice(&[0, 0, 0, 7, 1]);
-        assert_eq!(take_frame(&mut b), Ok(None));
-        b.put_u8(2);
-        b.put_u32(4);
-        let f = take_frame(&mut b).unwrap().unwrap();
-        assert_eq!(&f[..], &[0, 0, 0, 7, 1, 2]);
-        assert_eq!(b.len(), 4);
-    }
-
-    #[test]
-    fn oversized_or_negative_lengths_are_refused_before_buffering() {
-        let mut b = BytesMut::new();
-        b.put_u32(u32::MAX);
-        assert!(take_frame(&mut b).is_err());
-        let mut b = BytesMut::new();
-        b.put_u32((MAX_RESPONSE_BYTES + 1) as u32);
-        assert!(take_frame(&mut b).is_err());
-    }
 
     #[test]
     fn answers_go_to_requests_in_order_and_a_stray_id_breaks_the_connection() {
@@ -645,5 +514,23 @@ mod tests {
         assert_eq!(&f[4..6], &18i16.to_be_bytes());
         assert_eq!(&f[6..8], &0i16.to_be_bytes());
         assert_eq!(&f[8..12], &42i32.to_be_bytes());
+    }
+
+    #[test]
+    fn unsupported_api_versions_answer_is_read_in_the_v0_layout() {
+        // A broker that does not know ApiVersions v3 answers error 35 in the v0 layout.
+        let mut resp = ApiVersionsResponse::default();
+        resp.error_code = 35;
+        let mut k = kafka_protocol::messages::api_versions_response::ApiVersion::default();
+        k.api_key = 18;
+        k.max_version = 2;
+        resp.api_keys.push(k);
+        let mut frame = BytesMut::new();
+        frame.put_i32(7); // correlation id: the v0 header
+        resp.encode(&mut frame, 0).unwrap();
+        let got = decode_api_versions(frame.freeze(), 3, "b").unwrap();
+        assert_eq!(got.error_code, 35);
+        assert_eq!(got.api_keys[0].max_version, 2);
+        assert!(decode_api_versions(Bytes::from_static(&[0, 0, 0, 1, 0]), 3, "b").is_err());
     }
 }
