@@ -353,10 +353,10 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if !self
+        if self
             .leader
             .as_ref()
-            .is_some_and(|l| self.member(l).is_some())
+            .is_none_or(|l| self.member(l).is_none())
         {
             self.leader = Some(self.members[0].id.clone());
         }
