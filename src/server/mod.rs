@@ -52,6 +52,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = DirLock::acquire(&config.data_dir)?;
+    runtime::tune_allocator();
     let listen = claim_port(config.listen)?;
     let broker = advertised(&config, listen)?;
     let shards = config.cores;
