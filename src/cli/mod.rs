@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ConfigFile, Durability};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A Kafka-compatible, thread-per-core event streaming broker")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible, thread-per-core event streaming broker"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

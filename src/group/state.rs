@@ -247,7 +247,11 @@ impl Group {
 
     /// The longest rebalance timeout among the members: how long a rebalance may wait.
     fn rebalance_timeout_ms(&self) -> i64 {
-        self.members.iter().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0) as i64
+        self.members
+            .iter()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0) as i64
     }
 
     fn all_joined(&self) -> bool {
