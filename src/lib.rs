@@ -8,6 +8,7 @@ pub mod config;
 pub mod metrics;
 pub mod protocol;
 pub mod runtime;
+pub mod client;
 pub mod log;
 pub mod partition;
 pub mod shard;

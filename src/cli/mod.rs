@@ -1,5 +1,13 @@
 //! The `sluice` command line (clap). `sluice broker` starts a broker; the client commands
-//! (topic, produce, consume, group, cluster, bench) build on the Kafka client.
+//! (topic, produce, consume, cluster) build on the Kafka client in `client/`, one file each.
+//! A failing command prints one `Error: ...` line and exits 1; usage errors exit 2.
+
+mod cluster;
+mod common;
+mod consume;
+mod format;
+mod produce;
+mod topic;
 
 use std::path::PathBuf;
 
@@ -27,6 +35,40 @@ pub enum Command {
     ///   sluice broker --listen 0.0.0.0:9092 --advertised-listener kafka1:9092 --cores 4
     ///   sluice broker --config tuning/throughput.toml --data-dir /var/lib/sluice
     Broker(BrokerArgs),
+    /// Create, list, describe and delete topics.
+    ///
+    /// Examples:
+    ///   sluice topic create trucks_gps --partitions 10 --replication-factor 1
+    ///   sluice topic list
+    ///   sluice topic describe trucks_gps
+    ///   sluice topic delete trucks_gps
+    #[command(subcommand, verbatim_doc_comment)]
+    Topic(topic::TopicCommand),
+    /// Write stdin to a topic, one record per line.
+    ///
+    /// Examples:
+    ///   echo hello | sluice produce trucks_gps
+    ///   sluice produce trucks_gps --key-separator : --acks all --compression zstd < lines.txt
+    ///   sluice produce trucks_gps -H source=gps --linger-ms 20 --batch-size 65536 --print-offsets
+    ///   sluice produce trucks_gps -X max.in.flight.requests.per.connection=1 -X retries=10
+    #[command(verbatim_doc_comment)]
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records to stdout.
+    ///
+    /// Examples:
+    ///   sluice consume trucks_gps --from-beginning
+    ///   sluice consume trucks_gps --from-beginning --format '%p %o %k %v' --max-messages 10
+    ///   sluice consume trucks_gps --partition 3 --offset 1000 --print-key --timeout-ms 5000
+    ///   sluice consume trucks_gps --from-timestamp 1700000000000 --format '%T %h %v'
+    #[command(verbatim_doc_comment)]
+    Consume(consume::ConsumeArgs),
+    /// Describe the cluster.
+    ///
+    /// Examples:
+    ///   sluice cluster info
+    ///   sluice cluster info --bootstrap-server kafka1:9092
+    #[command(subcommand, verbatim_doc_comment)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -82,6 +124,10 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => run_broker(args),
+        Command::Topic(cmd) => topic::run(cmd),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Cluster(cmd) => cluster::run(cmd),
     }
 }
 

@@ -1,0 +1,89 @@
+//! `sluice cluster info`: the cluster id, the controller and every broker.
+
+use clap::{Args, Subcommand};
+
+use super::common::{self, ConnectArgs};
+use crate::client::{Admin, ClusterDescription};
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster id, the controller and the brokers.
+    ///
+    /// Examples:
+    ///   sluice cluster info
+    ///   sluice cluster info --bootstrap-server kafka1:9092
+    ///   SLUICE_BROKERS=kafka1:9092,kafka2:9092 sluice cluster info
+    #[command(verbatim_doc_comment)]
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub fn run(cmd: ClusterCommand) -> i32 {
+    match cmd {
+        ClusterCommand::Info(a) => common::run(info(a)),
+    }
+}
+
+async fn info(a: InfoArgs) -> anyhow::Result<()> {
+    let client = common::connect(a.connect.client_config()?).await?;
+    let cluster = Admin::new(client).describe_cluster().await?;
+    print!("{}", info_text(&cluster));
+    Ok(())
+}
+
+/// The report: one `Name: value` line each for id and controller, then a line per broker.
+pub fn info_text(c: &ClusterDescription) -> String {
+    let controller = if c.controller_id >= 0 {
+        c.controller_id.to_string()
+    } else {
+        "none".to_owned()
+    };
+    let mut out = format!(
+        "Cluster ID: {}\nController: {controller}\nBrokers: {}\n",
+        c.cluster_id.as_deref().unwrap_or("(none)"),
+        c.brokers.len()
+    );
+    for b in &c.brokers {
+        let role = if b.id == c.controller_id {
+            "\tcontroller"
+        } else {
+            ""
+        };
+        let rack = b
+            .rack
+            .as_deref()
+            .map(|r| format!("\track {r}"))
+            .unwrap_or_default();
+        out.push_str(&format!("  {}\t{}{rack}{role}\n", b.id, b.address()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::BrokerInfo;
+
+    #[test]
+    fn info_names_id_controller_and_brokers() {
+        let c = ClusterDescription {
+            cluster_id: Some("abc".into()),
+            controller_id: 1,
+            brokers: vec![BrokerInfo {
+                id: 1,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+            }],
+        };
+        assert_eq!(
+            info_text(&c),
+            "Cluster ID: abc\nController: 1\nBrokers: 1\n  1\th:9092\tcontroller\n"
+        );
+    }
+}

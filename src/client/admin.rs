@@ -1,0 +1,297 @@
+//! The admin client: create, delete and describe topics, read topic configs, describe the
+//! cluster. Topic changes go to the controller (retried on NOT_CONTROLLER and other
+//! retriable errors); descriptions come from Metadata, DescribeConfigs and DescribeCluster.
+//! Per-topic outcomes are returned one by one, so a caller can report each.
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::cluster::Client;
+use super::error::{ClientError, KafkaApiError};
+use super::metadata::{BrokerInfo, TopicInfo};
+
+/// A topic to create; -1 partitions or replication factor means the broker's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+}
+
+/// One config entry of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// Set on the topic itself (not a broker or built-in default).
+    pub is_topic_override: bool,
+}
+
+/// The cluster as DescribeCluster (or Metadata) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    pub cluster_id: Option<String>,
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerInfo>,
+}
+
+/// Kafka's DescribeConfigs resource type for topics, and its config source for a topic's
+/// own setting.
+const RESOURCE_TOPIC: i8 = 2;
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+
+/// Topic and cluster administration.
+#[derive(Clone)]
+pub struct Admin {
+    client: Client,
+}
+
+impl Admin {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates topics; one outcome per topic, in the order given.
+    pub async fn create_topics(
+        &self,
+        topics: &[NewTopic],
+        validate_only: bool,
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+        let timeout_ms = self.client.config().request_timeout.as_millis() as i32;
+        let resp = self
+            .client
+            .retry(|| async {
+                let conn = self.client.controller_conn().await?;
+                let mut req = CreateTopicsRequest::default();
+                req.topics = topics.iter().map(creatable).collect();
+                req.timeout_ms = timeout_ms;
+                req.validate_only = validate_only;
+                let resp = conn.request(&req).await?;
+                // NOT_CONTROLLER for any topic: ask the right broker again.
+                if let Some(t) = resp.topics.iter().find(|t| t.error_code == 41) {
+                    return Err(ClientError::check(41, None, || {
+                        format!("creating topic '{}'", t.name.0)
+                    })
+                    .unwrap_err());
+                }
+                Ok(resp)
+            })
+            .await?;
+        let outcomes = topics
+            .iter()
+            .map(|t| {
+                let r = resp.topics.iter().find(|r| r.name.0.as_str() == t.name);
+                let outcome = match r {
+                    None => Err(missing_answer("CreateTopics", &t.name)),
+                    Some(r) => {
+                        let message = r.error_message.as_ref().map(|m| m.to_string());
+                        ClientError::check(r.error_code, message, || {
+                            format!("creating topic '{}'", t.name)
+                        })
+                    }
+                };
+                (t.name.clone(), outcome)
+            })
+            .collect();
+        Ok(outcomes)
+    }
+
+    /// Deletes topics; one outcome per topic, in the order given.
+    pub async fn delete_topics(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+        let timeout_ms = self.client.config().request_timeout.as_millis() as i32;
+        let resp = self
+            .client
+            .retry(|| async {
+                let conn = self.client.controller_conn().await?;
+                let version = conn.version(ApiKey::DeleteTopics)?;
+                let mut req = DeleteTopicsRequest::default();
+                if version >= 6 {
+                    req.topics = names.iter().map(|n| delete_state(n)).collect();
+                } else {
+                    req.topic_names = names.iter().map(|n| topic_name(n)).collect();
+                }
+                req.timeout_ms = timeout_ms;
+                let resp = conn.request_at(&req, version).await?;
+                if resp.responses.iter().any(|t| t.error_code == 41) {
+                    return Err(
+                        ClientError::check(41, None, || "deleting topics".to_owned()).unwrap_err(),
+                    );
+                }
+                Ok(resp)
+            })
+            .await?;
+        let outcomes = names
+            .iter()
+            .map(|n| {
+                let r = resp
+                    .responses
+                    .iter()
+                    .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == n));
+                let outcome = match r {
+                    None => Err(missing_answer("DeleteTopics", n)),
+                    Some(r) if r.error_code == 3 => Err(ClientError::UnknownTopic(n.clone())),
+                    Some(r) => {
+                        let message = r.error_message.as_ref().map(|m| m.to_string());
+                        ClientError::check(r.error_code, message, || {
+                            format!("deleting topic '{n}'")
+                        })
+                    }
+                };
+                (n.clone(), outcome)
+            })
+            .collect();
+        Ok(outcomes)
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>, ClientError> {
+        let (meta, _) = self.client.refresh(None).await?;
+        Ok(meta.topics.values().cloned().collect())
+    }
+
+    /// The named topics; `UnknownTopic` for each one that does not exist.
+    pub async fn describe_topics(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<Result<TopicInfo, ClientError>>, ClientError> {
+        let (meta, failed) = self.client.refresh(Some(names)).await?;
+        let described = names
+            .iter()
+            .map(|n| match meta.topic(n) {
+                Some(t) => Ok(t.clone()),
+                None => match failed.iter().find(|f| &f.name == n).map(|f| f.error) {
+                    Some(code) if code != 3 => Err(ClientError::Kafka(KafkaApiError::new(
+                        code,
+                        None,
+                        format!("topic '{n}'"),
+                    ))),
+                    _ => Err(ClientError::UnknownTopic(n.clone())),
+                },
+            })
+            .collect();
+        Ok(described)
+    }
+
+    /// A topic's configs, or `None` if the broker does not serve DescribeConfigs.
+    pub async fn describe_topic_configs(
+        &self,
+        topic: &str,
+    ) -> Result<Option<Vec<ConfigEntry>>, ClientError> {
+        let conn = self.client.any_conn().await?;
+        if conn.version(ApiKey::DescribeConfigs).is_err() {
+            return Ok(None);
+        }
+        let mut resource = DescribeConfigsResource::default();
+        resource.resource_type = RESOURCE_TOPIC;
+        resource.resource_name = StrBytes::from_string(topic.to_owned());
+        resource.configuration_keys = None;
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![resource];
+        let resp = self.client.retry(|| conn.request(&req)).await?;
+        let Some(result) = resp.results.into_iter().next() else {
+            return Err(missing_answer("DescribeConfigs", topic));
+        };
+        let message = result.error_message.as_ref().map(|m| m.to_string());
+        if result.error_code == 3 {
+            return Err(ClientError::UnknownTopic(topic.to_owned()));
+        }
+        ClientError::check(result.error_code, message, || {
+            format!("configs of topic '{topic}'")
+        })?;
+        let entries = result
+            .configs
+            .into_iter()
+            .map(|c| ConfigEntry {
+                name: c.name.to_string(),
+                value: c.value.map(|v| v.to_string()),
+                is_topic_override: c.config_source == SOURCE_DYNAMIC_TOPIC,
+            })
+            .collect();
+        Ok(Some(entries))
+    }
+
+    /// Brokers, controller and cluster id: DescribeCluster if the broker serves it, else
+    /// Metadata.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
+        let conn = self.client.any_conn().await?;
+        if conn.version(ApiKey::DescribeCluster).is_err() {
+            let (meta, _) = self.client.refresh(Some(&[])).await?;
+            return Ok(ClusterDescription {
+                cluster_id: meta.cluster_id.clone(),
+                controller_id: meta.controller_id,
+                brokers: meta.brokers.values().cloned().collect(),
+            });
+        }
+        let req = DescribeClusterRequest::default();
+        let resp = self.client.retry(|| conn.request(&req)).await?;
+        let message = resp.error_message.as_ref().map(|m| m.to_string());
+        ClientError::check(resp.error_code, message, || {
+            "describing the cluster".to_owned()
+        })?;
+        let mut brokers: Vec<BrokerInfo> = resp
+            .brokers
+            .iter()
+            .map(|b| BrokerInfo {
+                id: b.broker_id.0,
+                host: b.host.to_string(),
+                port: b.port,
+                rack: b.rack.as_ref().map(|r| r.to_string()),
+            })
+            .collect();
+        brokers.sort_by_key(|b| b.id);
+        Ok(ClusterDescription {
+            cluster_id: Some(resp.cluster_id.to_string()),
+            controller_id: resp.controller_id.0,
+            brokers,
+        })
+    }
+}
+
+fn topic_name(n: &str) -> TopicName {
+    TopicName(StrBytes::from_string(n.to_owned()))
+}
+
+fn delete_state(n: &str) -> DeleteTopicState {
+    let mut s = DeleteTopicState::default();
+    s.name = Some(topic_name(n));
+    s
+}
+
+fn creatable(t: &NewTopic) -> CreatableTopic {
+    let mut c = CreatableTopic::default();
+    c.name = topic_name(&t.name);
+    c.num_partitions = t.partitions;
+    c.replication_factor = t.replication_factor;
+    c.configs = t
+        .configs
+        .iter()
+        .map(|(k, v)| {
+            let mut e = CreatableTopicConfig::default();
+            e.name = StrBytes::from_string(k.clone());
+            e.value = Some(StrBytes::from_string(v.clone()));
+            e
+        })
+        .collect();
+    c
+}
+
+fn missing_answer(api: &str, topic: &str) -> ClientError {
+    ClientError::Protocol {
+        peer: "the controller".into(),
+        reason: format!("the {api} answer says nothing about topic '{topic}'"),
+    }
+}
