@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--acks", default="all")
     ap.add_argument("--compression", default="none")
+    ap.add_argument("--broker-pid", type=int, help="report the broker's CPU seconds per phase")
     a = ap.parse_args()
 
     topic = f"perf-{a.size}b-{a.partitions}p-{uuid.uuid4().hex[:6]}"
@@ -45,6 +46,7 @@ def main():
         if err is not None:
             failed[0] += 1
 
+    cpu0 = broker_cpu(a.broker_pid)
     t0 = time.perf_counter()
     for i in range(a.records):
         while True:
@@ -57,13 +59,14 @@ def main():
             p.poll(0)
     p.flush(120)
     dt = time.perf_counter() - t0
-    emit("produce", a, a.records, dt, failed=failed[0])
+    emit("produce", a, a.records, dt, failed=failed[0], **cpu_extra(a, cpu0, a.records))
 
     c = Consumer({"bootstrap.servers": a.bootstrap, "group.id": f"perf-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "fetch.max.bytes": 64 << 20,
                   "max.partition.fetch.bytes": 16 << 20})
     c.assign([TopicPartition(topic, i, -2) for i in range(a.partitions)])
     got = 0
+    cpu0 = broker_cpu(a.broker_pid)
     t0 = time.perf_counter()
     deadline = t0 + 300
     while got < a.records and time.perf_counter() < deadline:
@@ -72,7 +75,24 @@ def main():
                 got += 1
     dt = time.perf_counter() - t0
     c.close()
-    emit("consume", a, got, dt)
+    emit("consume", a, got, dt, **cpu_extra(a, cpu0, got))
+
+
+def broker_cpu(pid):
+    """User+system CPU seconds of a process, from /proc."""
+    if not pid:
+        return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_extra(a, cpu0, n):
+    if cpu0 is None:
+        return {}
+    used = broker_cpu(a.broker_pid) - cpu0
+    gb = n * a.size / 1e9
+    return {"broker_cpu_s": round(used, 3), "broker_cpu_s_per_GB": round(used / gb, 3) if gb else None}
 
 
 def emit(phase, a, n, dt, **extra):

@@ -13,6 +13,11 @@ use super::state::{
 };
 use crate::base::KafkaCode;
 
+/// A partition as `(topic, index)`.
+pub type PartitionKey = (String, i32);
+/// Offsets to commit (or committed), by partition.
+pub type OffsetCommits = Vec<(PartitionKey, CommittedOffset)>;
+
 /// Identifies the caller of a heartbeat, sync, commit or leave.
 #[derive(Debug, Clone)]
 pub struct MemberRef {
@@ -291,9 +296,9 @@ impl Coordinator {
         &mut self,
         group_id: &str,
         who: &MemberRef,
-        offsets: Vec<((String, i32), CommittedOffset)>,
+        offsets: OffsetCommits,
         now: i64,
-    ) -> Result<Vec<((String, i32), CommittedOffset)>, KafkaCode> {
+    ) -> Result<OffsetCommits, KafkaCode> {
         if group_id.is_empty() {
             return Err(KafkaCode::InvalidGroupId);
         }

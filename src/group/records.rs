@@ -59,9 +59,12 @@ pub fn java_hash(s: &str) -> i32 {
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
 }
 
-/// The `__consumer_offsets` partition that holds `group`.
+/// The `__consumer_offsets` partition that holds `group`: Kafka's
+/// `Utils.abs(groupId.hashCode) % partitions`, where `Utils.abs` is `Math.abs` except that
+/// `Integer.MIN_VALUE` maps to 0 (not `hashCode & 0x7fffffff`, which differs for every
+/// negative hash).
 pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    (java_hash(group) & 0x7fff_ffff) % partitions.max(1)
+    java_hash(group).checked_abs().unwrap_or(0) % partitions.max(1)
 }
 
 fn put_str(b: &mut BytesMut, s: &str) {
@@ -263,6 +266,18 @@ mod tests {
         // overflow wraps as in Java: "polygenelubricants".hashCode() == Integer.MIN_VALUE
         assert_eq!(java_hash("polygenelubricants"), i32::MIN);
         assert_eq!(partition_for("polygenelubricants", 50), 0);
+    }
+
+    #[test]
+    fn placement_is_kafkas_utils_abs_for_negative_hashes() {
+        // Java: "admin-empty-0".hashCode() == -1883466958; Kafka's partitionFor takes
+        // Utils.abs of it (1883466958 % 5 == 3), not the low 31 bits (264016690 % 5 == 0).
+        assert_eq!(java_hash("admin-empty-0"), -1_883_466_958);
+        assert_eq!(partition_for("admin-empty-0", 5), 3);
+        assert_eq!(partition_for("admin-empty-0", 50), 8);
+        assert_eq!(java_hash("admin-active-0"), -1_114_987_545);
+        assert_eq!(partition_for("admin-active-0", 5), 0);
+        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
     }
 
     #[test]

@@ -245,6 +245,15 @@ impl Group {
             .map(|c| (*c).clone())
     }
 
+    /// The longest rebalance timeout among the members: how long a rebalance may wait.
+    fn rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .iter()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0) as i64
+    }
+
     fn all_joined(&self) -> bool {
         self.pending.is_empty() && self.members.iter().all(|m| m.awaiting_join.is_some())
     }
@@ -314,12 +323,7 @@ impl Group {
             }
         }
         let was_empty = self.state == GroupState::Empty;
-        let timeout = self
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0) as i64;
+        let timeout = self.rebalance_timeout_ms();
         if self.state != GroupState::PreparingRebalance {
             self.rebalance_deadline_ms = now + timeout;
             self.set_state(GroupState::PreparingRebalance, now);
@@ -353,20 +357,15 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
-        if !self
+        if self
             .leader
             .as_ref()
-            .is_some_and(|l| self.member(l).is_some())
+            .is_none_or(|l| self.member(l).is_none())
         {
             self.leader = Some(self.members[0].id.clone());
         }
         self.set_state(GroupState::CompletingRebalance, now);
-        let timeout = self
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0) as i64;
+        let timeout = self.rebalance_timeout_ms();
         self.rebalance_deadline_ms = now + timeout;
         let ids: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
         for id in ids {

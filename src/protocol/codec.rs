@@ -278,6 +278,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes after a served API's header decode to a request or an error,
+        /// never a panic or an abort, whatever lengths and counts they claim.
+        #[test]
+        fn decoding_arbitrary_frames_never_panics(
+            api in proptest::sample::select(versions::SUPPORTED.to_vec()),
+            version_offset in 0i16..20,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let version = api.min + version_offset % (api.max - api.min + 1);
+            let mut f = header_bytes(api.key as i16, version, 7);
+            f.extend_from_slice(&body);
+            let _ = decode(f.freeze());
+        }
+    }
+
+    #[test]
+    fn huge_claimed_array_count_is_an_error_not_an_abort() {
+        // Metadata v1: topics array claiming i32::MAX entries, then nothing.
+        let mut f = header_bytes(3, 1, 5);
+        f.put_i32(i32::MAX);
+        assert!(matches!(
+            decode(f.freeze()),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
     #[test]
     fn truncated_body_is_malformed_not_a_panic() {
         let mut f = header_bytes(3, 1, 5);

@@ -15,6 +15,10 @@ const PAGE: usize = 4096;
 
 pub struct HugeAwareAllocator;
 
+/// Installed for every binary that links the crate: the broker, the CLI and the tests.
+#[global_allocator]
+static ALLOCATOR: HugeAwareAllocator = HugeAwareAllocator;
+
 unsafe impl GlobalAlloc for HugeAwareAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if layout.size() >= HUGE && layout.align() <= PAGE {

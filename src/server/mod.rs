@@ -52,6 +52,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let _lock = DirLock::acquire(&config.data_dir)?;
+    runtime::tune_allocator();
     let listen = claim_port(config.listen)?;
     let broker = advertised(&config, listen)?;
     let shards = config.cores;
@@ -117,13 +118,32 @@ fn run_phase(
     }
 }
 
+/// How long a start waits for the port of a broker that has just died to be released.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
 /// Refuses to start when another process serves the port (SO_REUSEPORT would otherwise let
 /// two brokers split the connections); resolves port 0 to a free port.
+///
+/// A broker killed with SIGKILL keeps listening for a moment after its process is gone: the
+/// kernel tears its io_uring instances down asynchronously, and their in-flight accepts and
+/// receives hold the listening and connected sockets until then. A restart in that window
+/// (a supervisor, or `kill -9` then start) would be refused, so an address in use is retried
+/// for up to [`PORT_RELEASE_WAIT`] before giving up.
 fn claim_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let probe = runtime::probe_listen(addr).with_context(|| {
-        format!("cannot listen on {addr}: is another broker already serving it?")
-    })?;
-    Ok(probe)
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match runtime::probe_listen(addr) {
+            Ok(probe) => return Ok(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot listen on {addr}: is another broker already serving it?")
+                })
+            }
+        }
+    }
 }
 
 fn advertised(config: &BrokerConfig, listen: SocketAddr) -> anyhow::Result<BrokerInfo> {
