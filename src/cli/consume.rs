@@ -37,7 +37,8 @@ pub struct ConsumeArgs {
     /// Read only this partition
     #[arg(long)]
     pub partition: Option<i32>,
-    /// Consumer group (not supported yet)
+    /// Join this consumer group: read the partitions it assigns, from its committed offsets
+    /// (else from where the start flags say), and commit after printing
     #[arg(long)]
     pub group: Option<String>,
     /// Exit after printing this many records
@@ -64,13 +65,13 @@ pub struct ConsumeArgs {
 
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(super) enum Start {
     At(ResetTo),
     Offset(i64),
 }
 
 impl ConsumeArgs {
-    fn start(&self) -> anyhow::Result<Start> {
+    pub(super) fn start(&self) -> anyhow::Result<Start> {
         if let Some(ts) = self.from_timestamp {
             return Ok(Start::At(ResetTo::Timestamp(ts)));
         }
@@ -87,7 +88,7 @@ impl ConsumeArgs {
         }
     }
 
-    fn format(&self) -> anyhow::Result<Format> {
+    pub(super) fn format(&self) -> anyhow::Result<Format> {
         match &self.format {
             None => Ok(Format::default_layout(self.print_key, &self.key_separator)),
             Some(spec) => {
@@ -101,12 +102,15 @@ impl ConsumeArgs {
         }
     }
 
-    fn consumer_config(&self) -> Result<ConsumerConfig, ClientError> {
+    pub(super) fn consumer_config(&self) -> Result<ConsumerConfig, ClientError> {
         let mut c = ConsumerConfig {
             client: self.connect.client_config()?,
             ..ConsumerConfig::default()
         };
         for (k, v) in &self.properties {
+            if super::group::GROUP_PROPERTIES.contains(&k.as_str()) {
+                continue;
+            }
             c.set(k, v)?;
         }
         Ok(c)
@@ -118,8 +122,11 @@ pub fn run(args: ConsumeArgs) -> i32 {
 }
 
 async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    if let Some(g) = &args.group {
-        bail!("consumer groups are not supported yet (--group {g}); leave out --group to read every partition");
+    if let Some(group) = args.group.clone() {
+        if args.partition.is_some() {
+            bail!("--partition and --group do not go together: the group assigns partitions");
+        }
+        return super::group::consume_in_group(&args, group, args.start()?, args.format()?).await;
     }
     let start = args.start()?;
     let format = args.format()?;
@@ -144,7 +151,7 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
 }
 
 /// Polls and prints until the record limit, the idle timeout, or a closed stdout.
-async fn print_records(
+pub(super) async fn print_records(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
     format: &Format,

@@ -6,6 +6,7 @@ mod cluster;
 mod common;
 mod consume;
 mod format;
+mod group;
 mod produce;
 mod topic;
 
@@ -69,6 +70,15 @@ pub enum Command {
     ///   sluice cluster info --bootstrap-server kafka1:9092
     #[command(subcommand, verbatim_doc_comment)]
     Cluster(cluster::ClusterCommand),
+    /// List, describe (with lag), reset offsets of, and delete consumer groups.
+    ///
+    /// Examples:
+    ///   sluice group list
+    ///   sluice group describe dashboard
+    ///   sluice group reset-offsets dashboard --topic trucks_gps --to-earliest --execute
+    ///   sluice group delete dashboard
+    #[command(subcommand, verbatim_doc_comment)]
+    Group(group::GroupCommand),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -128,6 +138,7 @@ pub fn main() -> i32 {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Group(cmd) => group::run(cmd),
     }
 }
 

@@ -19,6 +19,8 @@ pub mod conn;
 pub mod consumer;
 pub mod decode;
 pub mod error;
+pub mod group;
+pub mod group_admin;
 pub mod metadata;
 pub mod murmur2;
 mod notify;

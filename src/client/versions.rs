@@ -24,6 +24,16 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::DeleteTopics, Range { min: 1, max: 6 }),
     (ApiKey::DescribeCluster, Range { min: 0, max: 1 }),
     (ApiKey::DescribeConfigs, Range { min: 1, max: 4 }),
+    (ApiKey::FindCoordinator, Range { min: 0, max: 4 }),
+    (ApiKey::JoinGroup, Range { min: 1, max: 7 }),
+    (ApiKey::SyncGroup, Range { min: 0, max: 5 }),
+    (ApiKey::Heartbeat, Range { min: 0, max: 4 }),
+    (ApiKey::LeaveGroup, Range { min: 0, max: 4 }),
+    (ApiKey::OffsetCommit, Range { min: 2, max: 8 }),
+    (ApiKey::OffsetFetch, Range { min: 1, max: 7 }),
+    (ApiKey::DescribeGroups, Range { min: 0, max: 5 }),
+    (ApiKey::ListGroups, Range { min: 0, max: 4 }),
+    (ApiKey::DeleteGroups, Range { min: 0, max: 2 }),
 ];
 
 /// The highest version of `key` in both the client's and the broker's range, or `None` if

@@ -80,6 +80,7 @@ def consume(bootstrap, topic, *args, timeout_ms=3000):
 HELP_PATHS = [
     ["topic"], ["topic", "create"], ["topic", "list"], ["topic", "describe"], ["topic", "delete"],
     ["produce"], ["consume"], ["cluster"], ["cluster", "info"],
+    ["group"], ["group", "list"], ["group", "describe"], ["group", "reset-offsets"], ["group", "delete"],
 ]
 
 
@@ -88,13 +89,13 @@ def test_every_client_command_has_help_with_examples(path):
     out = ok(*path, "--help")
     assert "Examples:" in out, f"no examples in `sluice {' '.join(path)} --help`"
     assert re.search(r"^\s+sluice " + re.escape(path[0]), out, re.M), "examples do not show the command"
-    if path not in (["topic"], ["cluster"]):
+    if path not in (["topic"], ["cluster"], ["group"]):
         assert "--bootstrap-server" in out and "SLUICE_BROKERS" in out and "localhost:9092" in out
 
 
 def test_top_level_help_lists_the_commands():
     out = ok("--help")
-    for cmd in ("broker", "topic", "produce", "consume", "cluster"):
+    for cmd in ("broker", "topic", "produce", "consume", "cluster", "group"):
         assert re.search(rf"^\s+{cmd}\b", out, re.M), f"{cmd} missing from sluice --help"
 
 
