@@ -291,7 +291,9 @@ pub struct ConsumerConfig {
     pub max_poll_records: usize,
     /// `check.crcs`
     pub check_crcs: bool,
-    /// `isolation.level`: 0 read_uncommitted, 1 read_committed.
+    /// `isolation.level`: 0 read_uncommitted, 1 read_committed. With read_committed the
+    /// broker stops fetches at the last stable offset; records of aborted transactions are
+    /// not filtered out yet (there is no transactional producer yet to write them).
     pub isolation_level: i8,
 }
 

@@ -76,7 +76,8 @@ impl ProducerRecord {
 /// Where a record was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    pub topic: String,
+    /// Shared by the records of one batch.
+    pub topic: Rc<str>,
     pub partition: i32,
     /// -1 with acks=0 (the broker does not say).
     pub offset: i64,

@@ -253,9 +253,10 @@ fn settle(shared: &Rc<ProducerShared>, node: i32, results: Vec<(SealedBatch, Out
 }
 
 fn deliver(batch: SealedBatch, base_offset: i64, append_time: i64) {
+    let topic: Rc<str> = Rc::from(batch.tp.topic.as_str());
     for (i, r) in batch.records.into_iter().enumerate() {
         let meta = RecordMetadata {
-            topic: batch.tp.topic.clone(),
+            topic: topic.clone(),
             partition: batch.tp.partition,
             offset: if base_offset < 0 {
                 -1
