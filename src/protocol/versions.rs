@@ -32,6 +32,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::FindCoordinator, 0, 4),
     api(ApiKey::JoinGroup, 0, 7),
     api(ApiKey::SyncGroup, 0, 5),

@@ -177,6 +177,7 @@ async fn run_request(
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
         RequestKind::DescribeCluster(_) => h.describe_cluster(),
+        RequestKind::DescribeConfigs(r) => h.describe_configs(r),
         RequestKind::FindCoordinator(r) => h.find_coordinator(r, version, &h.groups).await,
         RequestKind::JoinGroup(r) => h.join_group(r, version, client.id, client.host).await,
         RequestKind::SyncGroup(r) => h.sync_group(r, version).await,

@@ -2,6 +2,7 @@
 //! router, controller (shard 0) and connections, and runs the clean shutdown (stop
 //! accepting, drain in-flight requests, flush and fsync every log). Uses everything above.
 
+mod configs;
 mod connection;
 mod groups;
 mod handlers;

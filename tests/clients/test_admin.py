@@ -285,3 +285,19 @@ def test_list_offsets_latest_tracks_each_partition_end(broker):
     for p, _ in delivery.values():
         per_part[p] = per_part.get(p, 0) + 1
     assert ck_watermarks(broker.bootstrap, topic, 3) == {p: (0, per_part.get(p, 0)) for p in range(3)}
+
+
+def test_describe_configs_shows_topic_overrides_and_kafka_defaults(broker):
+    from confluent_kafka.admin import ConfigResource
+    a = ck_admin(broker.bootstrap)
+    a.create_topics([NewTopic("configured", 1, 1, config={"retention.ms": "1000", "cleanup.policy": "compact"})])[
+        "configured"].result(TIMEOUT)
+    [(_, fut)] = a.describe_configs([ConfigResource("topic", "configured")]).items()
+    cfg = fut.result(TIMEOUT)
+    assert (cfg["retention.ms"].value, cfg["cleanup.policy"].value) == ("1000", "compact")
+    assert not cfg["retention.ms"].is_default
+    assert cfg["max.message.bytes"].value == "1048588" and cfg["max.message.bytes"].is_default
+    [(_, missing)] = a.describe_configs([ConfigResource("topic", "no-such-topic")]).items()
+    with pytest.raises(Exception) as e:
+        missing.result(TIMEOUT)
+    assert ck_kafka_error(e.value).code() == KafkaError.UNKNOWN_TOPIC_OR_PART
