@@ -246,6 +246,31 @@ fn initial_rebalance_delay_holds_the_first_join() {
     assert_eq!(a.joins[&2].error, KafkaCode::None);
 }
 
+#[test]
+fn offsets_of_an_empty_group_expire_after_retention() {
+    let mut c = Coordinator::new(GroupConfig {
+        offsets_retention_ms: 1000,
+        ..config()
+    });
+    let simple = MemberRef {
+        generation: -1,
+        member_id: String::new(),
+        instance_id: None,
+    };
+    let off = CommittedOffset {
+        offset: 3,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    assert!(c.commit(G, &simple, vec![(("t".into(), 0), off)], 0).is_ok());
+    let (_, expired) = c.tick(500);
+    assert!(expired.is_empty(), "not yet");
+    let (_, expired) = c.tick(1001);
+    assert_eq!(expired, vec![(G.to_string(), "t".to_string(), 0)]);
+    assert!(c.fetch_offsets(G, None).is_empty());
+}
+
 /// One step of a generated schedule.
 #[derive(Debug, Clone)]
 enum Step {
