@@ -309,10 +309,10 @@ def test_bad_producer_and_consumer_settings_are_named(broker):
                           "topic 's' has 1 partitions, so there is no partition 5")
 
 
-def test_consumer_group_is_not_supported_yet(broker):
+def test_group_and_partition_together_are_refused_in_one_line(broker):
     ok("topic", "create", "g", bootstrap=broker.bootstrap)
-    r = sluice("consume", "g", "--group", "dashboard", bootstrap=broker.bootstrap)
-    assert_one_line_error(r, re.compile(r"consumer groups are not supported yet.*"))
+    r = sluice("consume", "g", "--group", "dashboard", "--partition", "0", bootstrap=broker.bootstrap)
+    assert_one_line_error(r, re.compile(r"--partition and --group do not go together.*"))
 
 
 def _first_batch_codec(data_dir: Path, topic: str) -> int:

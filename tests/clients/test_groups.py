@@ -15,7 +15,6 @@ Every wait polls a condition with a deadline. The broker runs with group.initial
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
 import threading
@@ -644,33 +643,8 @@ def test_admin_list_describe_delete_offsets_and_the_offsets_topic_schema(gbroker
 
 # --------------------------------------------------------------------------- 7. sluice CLI member
 
-def _cli_group_support() -> str | None:
-    """None when this build's `sluice consume` documents a working --group; else why not, quoting
-    what `sluice consume --help` says."""
-    try:
-        r = subprocess.run([str(SLUICE_BIN), "consume", "--help"], capture_output=True, timeout=30)
-    except OSError as e:
-        return f"cannot run {SLUICE_BIN}: {e}"
-    text = (r.stdout + r.stderr).decode(errors="replace")
-    if r.returncode != 0:
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        return f"`sluice consume --help` exits {r.returncode} in this build ({first!r}): no consume command yet"
-    m = re.search(r"^\s*--group\b[^\n]*\n?\s*([^\n]*)", text, re.M)
-    if m is None:
-        return "`sluice consume --help` does not document --group in this build"
-    if "not supported" in m.group(0):
-        return ("this build's `sluice consume --help` documents --group as " + repr(" ".join(m.group(0).split())) +
-                " and `sluice consume T --group G` exits 1 with `Error: consumer groups are not supported yet`: "
-                "the CLI (another engineer's issue) cannot join a group yet, so there is no CLI member to mix")
-    return None
-
-
-_CLI_GROUP_UNSUPPORTED = _cli_group_support()
-
-
-@pytest.mark.skipif(_CLI_GROUP_UNSUPPORTED is not None, reason=_CLI_GROUP_UNSUPPORTED or "")
 def test_mixed_group_sluice_cli_member_and_confluent_kafka_member(gbroker, members):
-    """Runs once `sluice consume --group` joins groups (the probe above reads its --help)."""
+    """A `sluice consume --group` member and a confluent-kafka member share one group."""
     b = gbroker.bootstrap
     topic, group, tag = "mixed", "mixed-group", new_tag()
     ck_create_topic(b, topic, partitions=2)
@@ -687,8 +661,6 @@ def test_mixed_group_sluice_cli_member_and_confluent_kafka_member(gbroker, membe
             time.sleep(0.1)
         if r is not None:
             err = cli.stderr.read().decode(errors="replace")
-            if re.search(r"not supported", err):
-                pytest.skip(f"`sluice consume --group` refuses: {err.strip()}")
             raise AssertionError(f"sluice consume --group exited {r}: {err}")
         wait_for(lambda: len(ck.snapshot()[0]) == 1 and len(describe(b, group).members) == 2
                  and describe(b, group).state == ConsumerGroupState.STABLE,
