@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 /// Largest latency kept exactly; anything slower is recorded as this.
 const MAX_NANOS: u64 = 3_600_000_000_000;
 const SIGNIFICANT_DIGITS: u8 = 3;
-/// Points per halving of the distance to 100% in the percentile curve.
-const CURVE_TICKS_PER_HALF: u32 = 4;
+/// The percentile curve stops at 99.9999% (six nines) at most.
+const CURVE_MAX_NINES: i32 = 6;
 
 /// One latency kind on one thread (or merged over all).
 #[derive(Debug, Clone)]
@@ -95,18 +95,31 @@ impl LatencyHistogram {
         }
     }
 
-    /// (percentile, µs) points, dense towards the tail, for a "nines" plot.
+    /// (percentile, µs) points for a "nines" plot: ten steps per decade of the tail
+    /// (0, 10, ..., 90, 91, ..., 99, 99.1, ...) while at least one sample lies beyond, then
+    /// the maximum.
     fn curve(&self) -> Vec<[f64; 2]> {
-        if self.count() == 0 {
+        let n = self.count() as f64;
+        if n == 0.0 {
             return Vec::new();
         }
-        let mut points: Vec<[f64; 2]> = self
-            .inner
-            .iter_quantiles(CURVE_TICKS_PER_HALF)
-            .map(|v| [v.percentile(), v.value_iterated_to() as f64 / 1000.0])
-            .filter(|p| p[0] < 100.0)
-            .collect();
-        points.dedup_by(|a, b| a[0] == b[0]);
+        let mut points: Vec<[f64; 2]> = Vec::new();
+        'decades: for decade in 0..CURVE_MAX_NINES {
+            // Step 0 of a decade is the last step of the one before.
+            let first = if decade == 0 { 0 } else { 1 };
+            for step in first..10 {
+                let tail = 10f64.powi(-decade) * (1.0 - f64::from(step) / 10.0);
+                if tail * n < 1.0 {
+                    break 'decades;
+                }
+                let p = 100.0 * (1.0 - tail);
+                points.push([p, self.percentile_us(p)]);
+            }
+        }
+        let last = 100.0 * (1.0 - 1.0 / n);
+        if points.last().is_none_or(|p| p[0] < last) {
+            points.push([last, self.inner.max() as f64 / 1000.0]);
+        }
         points
     }
 }

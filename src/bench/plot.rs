@@ -93,7 +93,8 @@ pub fn nines(percentile: f64) -> f64 {
 
 fn nines_label(n: f64) -> String {
     let p = 100.0 * (1.0 - 10f64.powf(-n));
-    let s = format!("{p:.4}");
+    let decimals = (n.round().max(0.0) as usize).saturating_sub(1);
+    let s = format!("{p:.decimals$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s}%")
 }
@@ -288,5 +289,6 @@ mod tests {
         assert_eq!(nines_label(1.0), "90%");
         assert_eq!(nines_label(3.0), "99.9%");
         assert_eq!(nines_label(4.0), "99.99%");
+        assert_eq!(nines_label(7.0), "99.99999%");
     }
 }
