@@ -141,7 +141,7 @@ async fn produce(plan: &Plan, stats: &ThreadStats, producer: &Producer, index: u
             measured_sends += 1;
         }
         sends += 1;
-        if pacer.is_none() && sends % SENDS_PER_YIELD == 0 {
+        if pacer.is_none() && sends.is_multiple_of(SENDS_PER_YIELD) {
             runtime::yield_now().await;
         }
     }

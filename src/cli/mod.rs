@@ -79,7 +79,7 @@ pub enum Command {
     ///   sluice bench consume --partitions 8 --consumers 2
     ///   sluice bench plot sluice.json kafka.json -o latency.svg
     #[command(verbatim_doc_comment)]
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -139,7 +139,7 @@ pub fn main() -> i32 {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
