@@ -16,4 +16,5 @@ pub mod controller;
 pub mod router;
 pub mod group;
 pub mod server;
+pub mod bench;
 pub mod cli;

@@ -2,6 +2,7 @@
 //! (topic, produce, consume, cluster) build on the Kafka client in `client/`, one file each.
 //! A failing command prints one `Error: ...` line and exits 1; usage errors exit 2.
 
+mod bench;
 mod cluster;
 mod common;
 mod consume;
@@ -79,6 +80,16 @@ pub enum Command {
     ///   sluice group delete dashboard
     #[command(subcommand, verbatim_doc_comment)]
     Group(group::GroupCommand),
+    /// Measure a Kafka-compatible cluster: throughput and latency percentiles, as JSON.
+    ///
+    /// Examples:
+    ///   sluice bench --workload bench/workloads/max-throughput-1kb-8p.toml -o run.json
+    ///   sluice bench produce --partitions 8 --record-size 1024 --duration 30 --acks all
+    ///   sluice bench e2e --rate 100MB/s --linger-ms 1 -b 127.0.0.1:9092 --broker-pid 4242
+    ///   sluice bench consume --partitions 8 --consumers 2
+    ///   sluice bench plot sluice.json kafka.json -o latency.svg
+    #[command(verbatim_doc_comment)]
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -139,6 +150,7 @@ pub fn main() -> i32 {
         Command::Consume(args) => consume::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Group(cmd) => group::run(cmd),
+        Command::Bench(args) => bench::run(*args),
     }
 }
 
