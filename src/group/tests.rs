@@ -263,7 +263,9 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         metadata: String::new(),
         commit_timestamp: 0,
     };
-    assert!(c.commit(G, &simple, vec![(("t".into(), 0), off)], 0).is_ok());
+    assert!(c
+        .commit(G, &simple, vec![(("t".into(), 0), off)], 0)
+        .is_ok());
     let (_, expired) = c.tick(500);
     assert!(expired.is_empty(), "not yet");
     let (_, expired) = c.tick(1001);
