@@ -124,7 +124,9 @@ async fn produce(plan: &Plan, stats: &ThreadStats, producer: &Producer, index: u
                 continue;
             }
         };
-        let value = payload.next_value(plan.unix_ns(intended));
+        // Only consumers read the stamp; without them values are zero-copy pool slices.
+        let stamp = (w.total_consumers() > 0).then(|| plan.unix_ns(intended));
+        let value = payload.next_value(stamp);
         let bytes = value.len();
         let record = ProducerRecord {
             topic: plan.topic.clone(),
