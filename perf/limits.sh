@@ -45,14 +45,24 @@ trap cleanup EXIT
 
 # --- loopback TCP, one stream ------------------------------------------------------------
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-iperf3 -s -B 127.0.0.1 -p "$PORT" -1 >/dev/null 2>&1 &
+iperf3 -s -B 127.0.0.1 -p "$PORT" -1 >"$WORK/iperf-server.log" 2>&1 &
 IPERF_PID=$!
-for _ in $(seq 50); do
-  iperf3 -c 127.0.0.1 -p "$PORT" -t "$SECONDS_EACH" -J >"$WORK/iperf.json" 2>/dev/null && break
-  sleep 0.1
+ok=
+for _ in $(seq 100); do
+  if iperf3 -c 127.0.0.1 -p "$PORT" -t "$SECONDS_EACH" -J >"$WORK/iperf.json" 2>/dev/null; then
+    ok=1
+    break
+  fi
+  sleep 0.2
 done
+kill "$IPERF_PID" 2>/dev/null || true
 wait "$IPERF_PID" 2>/dev/null || true
 IPERF_PID=
+if [ -z "$ok" ]; then
+  echo "iperf3 could not measure loopback bandwidth:" >&2
+  cat "$WORK/iperf.json" "$WORK/iperf-server.log" >&2
+  exit 1
+fi
 
 # --- O_DIRECT sequential 1 MiB writes --------------------------------------------------------
 fio --name=limits-seqwrite --directory="$DIR" --rw=write --bs=1M --size=1G --direct=1 \

@@ -386,8 +386,7 @@ async fn fill(w: &Workload, client: Client, topic: &str) -> anyhow::Result<Vec<i
     let mut deliveries = Vec::new();
     for _ in 0..per_partition {
         for p in 0..w.partitions {
-            let record =
-                ProducerRecord::new(topic, Some(payload.next_value(unix_now_ns()))).partition(p);
+            let record = ProducerRecord::new(topic, Some(payload.next_value(None))).partition(p);
             deliveries.push(producer.send(record).await?);
         }
     }

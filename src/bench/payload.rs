@@ -68,14 +68,15 @@ impl PayloadSource {
         }
     }
 
-    /// The next value, stamped with `intended_ns` when it is long enough.
-    pub fn next_value(&mut self, intended_ns: u64) -> Bytes {
+    /// The next value, stamped with `intended_ns` when asked and it is long enough. An
+    /// unstamped value is a slice of the pool: no allocation, no copy.
+    pub fn next_value(&mut self, intended_ns: Option<u64>) -> Bytes {
         let len = self.next_len();
         let start = self.rng.below(POOL_BYTES as u64) as usize;
         let content = &self.pool[start..start + len];
-        if len < STAMP_LEN {
+        let Some(intended_ns) = intended_ns.filter(|_| len >= STAMP_LEN) else {
             return self.pool.slice(start..start + len);
-        }
+        };
         let mut value = BytesMut::with_capacity(len);
         value.put_slice(&STAMP_MAGIC);
         value.put_u64_le(intended_ns);
@@ -186,7 +187,7 @@ mod tests {
     #[test]
     fn values_carry_their_intended_send_time() {
         let mut src = PayloadSource::new(Payload::Random, RecordSize::Fixed(100), 1);
-        let v = src.next_value(1_700_000_000_123_456_789);
+        let v = src.next_value(Some(1_700_000_000_123_456_789));
         assert_eq!(v.len(), 100);
         assert_eq!(read_stamp(&v), Some(1_700_000_000_123_456_789));
         assert_eq!(read_stamp(b"not stamped at all"), None);
@@ -195,10 +196,10 @@ mod tests {
     #[test]
     fn short_values_are_not_stamped_and_ranges_are_respected() {
         let mut src = PayloadSource::new(Payload::Random, RecordSize::Fixed(8), 1);
-        assert_eq!(src.next_value(5).len(), 8);
+        assert_eq!(src.next_value(Some(5)).len(), 8);
         let mut src =
             PayloadSource::new(Payload::Random, RecordSize::Range { min: 20, max: 30 }, 2);
-        let lens: Vec<usize> = (0..1000).map(|_| src.next_value(0).len()).collect();
+        let lens: Vec<usize> = (0..1000).map(|_| src.next_value(None).len()).collect();
         assert!(lens.iter().all(|l| (20..=30).contains(l)));
         assert!(lens.contains(&20) && lens.contains(&30));
     }
@@ -206,7 +207,7 @@ mod tests {
     #[test]
     fn compressible_payload_is_text() {
         let mut src = PayloadSource::new(Payload::Compressible, RecordSize::Fixed(200), 3);
-        let v = src.next_value(0);
+        let v = src.next_value(Some(0));
         assert!(v[STAMP_LEN..].iter().all(|b| b.is_ascii()));
     }
 
