@@ -100,7 +100,12 @@ fn nines_label(n: f64) -> String {
     let p = 100.0 * (1.0 - 10f64.powf(-n));
     let decimals = (n.round().max(0.0) as usize).saturating_sub(1);
     let s = format!("{p:.decimals$}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    // Trailing zeros go only after a decimal point: "90.0" reads "90", but "0" stays.
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     format!("{s}%")
 }
 
