@@ -303,7 +303,7 @@ impl GroupMember {
         tps: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>, ClientError> {
         let conn = self.coordinator().await?;
-        fetch_committed(&conn, &self.config.group_id, tps).await
+        fetch_committed(&conn, &self.config.group_id, Some(tps)).await
     }
 
     /// Leaves the group so its partitions move at once rather than after the session timeout.
@@ -355,22 +355,23 @@ pub async fn find_coordinator(client: &Client, group: &str) -> Result<i32, Clien
     Ok(node)
 }
 
-/// Committed offsets of `group` for `tps` (those with none are left out).
+/// Committed offsets of `group` for `tps`, or for every partition when `tps` is `None`
+/// (partitions with none are left out).
 pub async fn fetch_committed(
     conn: &Connection,
     group: &str,
-    tps: &[TopicPartition],
+    tps: Option<&[TopicPartition]>,
 ) -> Result<HashMap<TopicPartition, i64>, ClientError> {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in tps {
-        by_topic
-            .entry(tp.topic.as_str())
-            .or_default()
-            .push(tp.partition);
-    }
     let mut req = OffsetFetchRequest::default();
     req.group_id = GroupId(StrBytes::from_string(group.to_owned()));
-    req.topics = Some(
+    req.topics = tps.map(|tps| {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in tps {
+            by_topic
+                .entry(tp.topic.as_str())
+                .or_default()
+                .push(tp.partition);
+        }
         by_topic
             .into_iter()
             .map(|(t, ps)| {
@@ -379,10 +380,11 @@ pub async fn fetch_committed(
                 r.partition_indexes = ps;
                 r
             })
-            .collect(),
-    );
-    // v8+ batches groups in another layout; v7 is enough for one group.
-    let version = conn.version(ApiKey::OffsetFetch)?.min(7);
+            .collect()
+    });
+    // v8+ batches groups in another layout; v7 is enough for one group, and "every
+    // partition" (null topics) needs v2+.
+    let version = conn.version(ApiKey::OffsetFetch)?.clamp(2, 7);
     let resp = conn.request_at(&req, version).await?;
     if resp.error_code != 0 {
         return Err(api_error(

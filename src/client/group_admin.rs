@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::cluster::Client;
 use super::error::{ClientError, KafkaApiError};
-use super::group::{commit_topics, decode_assignment, find_coordinator};
+use super::group::{commit_topics, decode_assignment, fetch_committed, find_coordinator};
 use crate::base::TopicPartition;
 
 /// A member as DescribeGroups shows it.
@@ -114,29 +114,10 @@ pub async fn committed_offsets(
 ) -> Result<BTreeMap<TopicPartition, i64>, ClientError> {
     let node = find_coordinator(client, group).await?;
     let conn = client.node_conn(node).await?;
-    let mut req = OffsetFetchRequest::default();
-    req.group_id = GroupId(StrBytes::from_string(group.to_owned()));
-    req.topics = None;
-    let version = conn.version(ApiKey::OffsetFetch)?.clamp(2, 7);
-    let resp = conn.request_at(&req, version).await?;
-    if resp.error_code != 0 {
-        return Err(api_error(
-            resp.error_code,
-            format!("fetching offsets of group '{group}'"),
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for t in resp.topics {
-        for p in t.partitions {
-            if p.error_code == 0 && p.committed_offset >= 0 {
-                out.insert(
-                    TopicPartition::new(t.name.0.to_string(), p.partition_index),
-                    p.committed_offset,
-                );
-            }
-        }
-    }
-    Ok(out)
+    Ok(fetch_committed(&conn, group, None)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// Commits `offsets` as an administrator (no member, no generation): the broker accepts it
