@@ -70,6 +70,7 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
     pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
     pub max_connections: usize,
     pub queued_max_request_bytes: usize,
     pub fetch_max_bytes: usize,
@@ -104,6 +105,7 @@ pub struct ConfigFile {
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<i64>,
     pub producer_id_expiration_ms: Option<i64>,
+    pub producer_id_expiration_check_interval_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub queued_max_request_bytes: Option<usize>,
     pub fetch_max_bytes: Option<usize>,
@@ -172,6 +174,7 @@ impl ConfigFile {
             transaction_max_timeout_ms,
             transactional_id_expiration_ms,
             producer_id_expiration_ms,
+            producer_id_expiration_check_interval_ms,
             max_connections,
             queued_max_request_bytes,
             fetch_max_bytes
@@ -239,6 +242,9 @@ impl ConfigFile {
                 .transactional_id_expiration_ms
                 .unwrap_or(7 * 24 * 3600 * 1000),
             producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(24 * 3600 * 1000),
+            producer_id_expiration_check_interval_ms: self
+                .producer_id_expiration_check_interval_ms
+                .unwrap_or(600_000),
             max_connections: self
                 .max_connections
                 .unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
@@ -249,6 +255,11 @@ impl ConfigFile {
                 .fetch_max_bytes
                 .unwrap_or(limits::DEFAULT_FETCH_MAX_BYTES),
         };
+        check(
+            "producer_id_expiration_check_interval_ms",
+            config.producer_id_expiration_check_interval_ms >= 1,
+            "must be at least 1",
+        )?;
         check(
             "max_connections",
             config.max_connections >= 1,

@@ -214,6 +214,11 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         config.log.clone(),
         config.message_max_bytes,
     );
+    runtime::detach(expire_producers(
+        Rc::downgrade(&shard),
+        config.producer_id_expiration_ms,
+        Duration::from_millis(config.producer_id_expiration_check_interval_ms),
+    ));
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
     router.serve_mesh(receivers);
@@ -277,6 +282,19 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         accept_task: Some(accept_task),
         controller,
     })
+}
+
+/// Every `interval`, forgets the producers this shard's partitions have not heard from in
+/// `expiration_ms` (Kafka's producer-id expiration check), until the shard is gone.
+async fn expire_producers(shard: std::rc::Weak<Shard>, expiration_ms: i64, interval: Duration) {
+    loop {
+        runtime::sleep(interval).await;
+        let Some(shard) = shard.upgrade() else { return };
+        let forgotten = shard.expire_producers(expiration_ms);
+        if forgotten > 0 {
+            tracing::debug!(shard = shard.id(), forgotten, "expired idle producer ids");
+        }
+    }
 }
 
 /// This shard's share of the broker-wide `queued_max_request_bytes`.

@@ -406,6 +406,17 @@ impl Shard {
         .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
+    /// Forgets, on every partition here, producers idle past `expiration_ms`
+    /// (`producer.id.expiration.ms`); returns how many were forgotten.
+    pub fn expire_producers(&self, expiration_ms: i64) -> usize {
+        let now = SystemClock.now_ms();
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.expire_producers(now, expiration_ms))
+            .sum()
+    }
+
     /// Flushes and closes every partition (clean shutdown).
     pub async fn close_all(&self) {
         let all: Vec<Rc<Partition>> = self
