@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use crate::base::limits;
 
+mod topic;
+pub use topic::{
+    check_topic_config, describe_broker, describe_topic, topic_config_names, topic_settings,
+    ConfigSource, DescribedConfig, InvalidConfig,
+};
+
 /// When an acknowledged batch is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,7 +133,7 @@ impl Default for CleanerSettings {
 }
 
 /// Settings for one partition's log: the broker's defaults with the topic's configs layered
-/// over them (see [`topic`]).
+/// over them (see [`topic_settings`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     /// Kafka `segment.bytes`.
@@ -214,6 +220,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub log: LogSettings,
+    /// Kafka `log.retention.check.interval.ms`: how often each shard's housekeeping pass
+    /// applies retention and `segment.ms` to its logs.
+    pub retention_check_interval_ms: i64,
     pub group_initial_rebalance_delay_ms: i64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -245,6 +254,9 @@ pub struct ConfigFile {
     pub flush_interval_ms: Option<u64>,
     pub tail_cache_bytes: Option<usize>,
     pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    pub segment_ms: Option<i64>,
+    pub retention_check_interval_ms: Option<i64>,
     pub max_pending_bytes: Option<u64>,
     pub group_initial_rebalance_delay_ms: Option<i64>,
     pub group_min_session_timeout_ms: Option<i32>,
@@ -311,6 +323,9 @@ impl ConfigFile {
             flush_interval_ms,
             tail_cache_bytes,
             retention_ms,
+            retention_bytes,
+            segment_ms,
+            retention_check_interval_ms,
             max_pending_bytes,
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
@@ -350,6 +365,9 @@ impl ConfigFile {
                 .unwrap_or(defaults.flush_interval),
             tail_cache_bytes: self.tail_cache_bytes.unwrap_or(defaults.tail_cache_bytes),
             retention_ms: self.retention_ms.unwrap_or(defaults.retention_ms),
+            retention_bytes: self.retention_bytes.unwrap_or(defaults.retention_bytes),
+            segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
+            max_message_bytes: self.message_max_bytes.unwrap_or(defaults.max_message_bytes),
             max_pending_bytes: self.max_pending_bytes.unwrap_or(defaults.max_pending_bytes),
             ..defaults
         };
@@ -357,6 +375,25 @@ impl ConfigFile {
             "max_pending_bytes",
             log.max_pending_bytes >= 1024 * 1024,
             "must be at least 1048576",
+        )?;
+        check(
+            "retention_ms",
+            log.retention_ms >= -1,
+            "must be at least -1",
+        )?;
+        check(
+            "retention_bytes",
+            log.retention_bytes >= -1,
+            "must be at least -1",
+        )?;
+        check("segment_ms", log.segment_ms >= 1, "must be at least 1")?;
+        let retention_check_interval_ms = self
+            .retention_check_interval_ms
+            .unwrap_or(limits::DEFAULT_RETENTION_CHECK_INTERVAL_MS);
+        check(
+            "retention_check_interval_ms",
+            retention_check_interval_ms >= 1,
+            "must be at least 1",
         )?;
         check(
             "segment_bytes",
@@ -379,6 +416,7 @@ impl ConfigFile {
             num_partitions: self.num_partitions.unwrap_or(1),
             default_replication_factor: self.default_replication_factor.unwrap_or(1),
             log,
+            retention_check_interval_ms,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.unwrap_or(3000),
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.unwrap_or(6000),
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),

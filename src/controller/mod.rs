@@ -7,6 +7,7 @@
 //! cluster work puts a Raft group behind the same interface (append a record, read committed
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
+mod admin;
 mod metadata_log;
 mod snapshot;
 mod validate;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 
 use crate::base::{KafkaCode, KafkaError};
+pub use admin::{AdminOp, AdminResults, ConfigChange, ConfigOp};
 pub use metadata_log::{MetadataLog, MetadataRecord};
 pub use snapshot::{BrokerInfo, ClusterSnapshot, PartitionInfo, TopicInfo};
 

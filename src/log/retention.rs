@@ -88,6 +88,27 @@ impl Log {
         (summaries, s.log_start)
     }
 
+    /// One housekeeping pass at `now_ms`: rolls an active segment older than `segment.ms`
+    /// (so an idle log's data can age out), then applies retention. Returns how many
+    /// segments were deleted.
+    pub async fn housekeep(&self, now_ms: i64) -> Result<usize, LogError> {
+        if self.active_segment_expired(now_ms) {
+            self.roll();
+        }
+        self.enforce_retention(now_ms).await
+    }
+
+    /// Whether the active segment holds data and is older than `segment.ms`.
+    fn active_segment_expired(&self, now_ms: i64) -> bool {
+        let segment_ms = self.settings.borrow().segment_ms;
+        let s = self.state.borrow();
+        s.segments.values().next_back().is_some_and(|a| {
+            a.size > 0
+                && a.created_ms
+                    .is_some_and(|created| now_ms - created >= segment_ms)
+        })
+    }
+
     /// One retention pass at `now_ms`: deletes whole segments past `retention.ms`, beyond
     /// `retention.bytes` or below the log start. Returns how many segments went.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {

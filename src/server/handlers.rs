@@ -37,6 +37,8 @@ pub struct HandlerSettings {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub default_replication_factor: i16,
+    /// The broker's log settings (every topic config's default), for DescribeConfigs.
+    pub log: crate::config::LogSettings,
 }
 
 pub struct Handlers {

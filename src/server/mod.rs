@@ -208,6 +208,9 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         config.log.clone(),
         config.message_max_bytes,
     );
+    shard.start_housekeeping(std::time::Duration::from_millis(
+        config.retention_check_interval_ms as u64,
+    ));
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
     router.serve_mesh(receivers);
@@ -242,6 +245,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             auto_create_topics: config.auto_create_topics_enable,
             default_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
+            log: config.log.clone(),
         },
         groups: group_config,
         txn: txn_config,

@@ -21,6 +21,8 @@ use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
 use crate::protocol::batch::ControlType;
 use crate::runtime;
 
+mod housekeeping;
+
 /// One partition's part of a produce.
 #[derive(Debug)]
 pub struct ProducePart {
@@ -93,6 +95,12 @@ pub enum ShardRequest {
         markers: Vec<MarkerPart>,
         reply: oneshot::Sender<Vec<Result<(), KafkaError>>>,
     },
+    /// DeleteRecords: moves each partition's log start to its offset (-1: the high
+    /// watermark); answers the new low watermarks.
+    DeleteRecords {
+        parts: Vec<(TopicPartition, i64)>,
+        reply: oneshot::Sender<Vec<Result<i64, KafkaError>>>,
+    },
     /// The producers each partition knows (DescribeProducers).
     DescribeProducers {
         tps: Vec<TopicPartition>,
@@ -106,6 +114,8 @@ pub struct Assignment {
     pub tp: TopicPartition,
     pub topic_id: [u8; 16],
     pub leader_epoch: i32,
+    /// The topic's own configs, layered over the broker's log settings.
+    pub configs: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// The partitions this shard owns.
@@ -113,7 +123,6 @@ pub struct Shard {
     id: usize,
     data_dir: PathBuf,
     settings: LogSettings,
-    message_max_bytes: usize,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
 }
 
@@ -131,11 +140,15 @@ impl Shard {
         settings: LogSettings,
         message_max_bytes: usize,
     ) -> Rc<Shard> {
+        // The broker's message.max.bytes is every topic's default max.message.bytes.
+        let settings = LogSettings {
+            max_message_bytes: message_max_bytes,
+            ..settings
+        };
         Rc::new(Shard {
             id,
             data_dir,
             settings,
-            message_max_bytes,
             partitions: RefCell::new(HashMap::new()),
         })
     }
@@ -167,6 +180,12 @@ impl Shard {
                 runtime::detach(async move { me.wait_for_data(parts, max_wait, reply).await });
             }
             ShardRequest::WriteMarkers { markers, reply } => self.write_markers(markers, reply),
+            ShardRequest::DeleteRecords { parts, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.delete_records(parts).await);
+                });
+            }
             ShardRequest::DescribeProducers { tps, reply } => {
                 let answers = tps
                     .iter()
@@ -336,15 +355,18 @@ impl Shard {
 
     /// Opens the partitions assigned here and closes (and deletes) those no longer assigned.
     pub async fn apply_assignments(&self, assigned: Vec<Assignment>) {
-        let wanted: HashMap<TopicPartition, ([u8; 16], i32)> = assigned
+        let wanted: HashMap<TopicPartition, ([u8; 16], i32, LogSettings)> = assigned
             .into_iter()
-            .map(|a| (a.tp, (a.topic_id, a.leader_epoch)))
+            .map(|a| {
+                let settings = self.topic_settings(&a.tp, &a.configs);
+                (a.tp, (a.topic_id, a.leader_epoch, settings))
+            })
             .collect();
         let stale: Vec<(TopicPartition, Rc<Partition>)> = self
             .partitions
             .borrow()
             .iter()
-            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(id, _)| *id != p.topic_id))
+            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(id, ..)| *id != p.topic_id))
             .map(|(tp, p)| (tp.clone(), p.clone()))
             .collect();
         for (tp, p) in stale {
@@ -353,11 +375,14 @@ impl Shard {
                 tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
             }
         }
-        for (tp, (topic_id, epoch)) in wanted {
-            if self.partitions.borrow().contains_key(&tp) {
+        for (tp, (topic_id, epoch, settings)) in wanted {
+            if let Some(p) = self.partition(&tp) {
+                if p.settings() != settings {
+                    p.update_settings(settings);
+                }
                 continue;
             }
-            match self.open_partition(&tp, topic_id, epoch).await {
+            match self.open_partition(&tp, topic_id, epoch, settings).await {
                 Ok(p) => {
                     self.partitions.borrow_mut().insert(tp, p);
                 }
@@ -371,6 +396,7 @@ impl Shard {
         tp: &TopicPartition,
         topic_id: [u8; 16],
         epoch: i32,
+        settings: LogSettings,
     ) -> std::io::Result<Rc<Partition>> {
         let dir = self.data_dir.join(tp.dir_name());
         claim_partition_dir(&dir, &topic_id)?;
@@ -379,11 +405,38 @@ impl Shard {
             tp.clone(),
             topic_id,
             epoch,
-            self.settings.clone(),
-            self.message_max_bytes,
+            settings.clone(),
+            settings.max_message_bytes,
         )
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The broker's log settings with a topic's configs over them (the controller checked
+    /// them; a value it let through that does not parse leaves the broker's settings).
+    fn topic_settings(
+        &self,
+        tp: &TopicPartition,
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> LogSettings {
+        crate::config::topic_settings(&self.settings, configs).unwrap_or_else(|e| {
+            tracing::error!(partition = %tp, error = %e, "topic configs ignored");
+            self.settings.clone()
+        })
+    }
+
+    async fn delete_records(
+        &self,
+        parts: Vec<(TopicPartition, i64)>,
+    ) -> Vec<Result<i64, KafkaError>> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, offset) in parts {
+            out.push(match self.partition(&tp) {
+                Some(p) => p.delete_records_before(offset).await,
+                None => Err(not_here()),
+            });
+        }
+        out
     }
 
     /// Flushes and closes every partition (clean shutdown).
