@@ -133,11 +133,11 @@ impl Controller {
             AdminOp::AlterConfigs {
                 changes,
                 validate_only,
-            } => self.alter_configs(changes, validate_only),
+            } => self.alter_configs(changes, validate_only).await,
             AdminOp::CreatePartitions {
                 topics,
                 validate_only,
-            } => self.create_partitions(topics, validate_only),
+            } => self.create_partitions(topics, validate_only).await,
         };
         if changed {
             self.publish_current().await;
@@ -145,24 +145,22 @@ impl Controller {
         results
     }
 
-    fn alter_configs(
+    async fn alter_configs(
         &self,
         changes: Vec<(String, ConfigChange)>,
         validate_only: bool,
     ) -> (AdminResults, bool) {
         let mut changed = false;
-        let results = changes
-            .into_iter()
-            .map(|(name, change)| {
-                let result = self.alter_one(&name, &change, validate_only);
-                changed |= result.is_ok() && !validate_only;
-                (name, result)
-            })
-            .collect();
+        let mut results = Vec::with_capacity(changes.len());
+        for (name, change) in changes {
+            let result = self.alter_one(&name, &change, validate_only).await;
+            changed |= result.is_ok() && !validate_only;
+            results.push((name, result));
+        }
         (results, changed)
     }
 
-    fn alter_one(
+    async fn alter_one(
         &self,
         name: &str,
         change: &ConfigChange,
@@ -179,26 +177,25 @@ impl Controller {
             name: name.to_owned(),
             configs,
         })
+        .await
     }
 
-    fn create_partitions(
+    async fn create_partitions(
         &self,
         topics: Vec<(String, i32)>,
         validate_only: bool,
     ) -> (AdminResults, bool) {
         let mut changed = false;
-        let results = topics
-            .into_iter()
-            .map(|(name, count)| {
-                let result = self.add_partitions(&name, count, validate_only);
-                changed |= result.is_ok() && !validate_only;
-                (name, result)
-            })
-            .collect();
+        let mut results = Vec::with_capacity(topics.len());
+        for (name, count) in topics {
+            let result = self.add_partitions(&name, count, validate_only).await;
+            changed |= result.is_ok() && !validate_only;
+            results.push((name, result));
+        }
         (results, changed)
     }
 
-    fn add_partitions(
+    async fn add_partitions(
         &self,
         name: &str,
         count: i32,
@@ -229,6 +226,7 @@ impl Controller {
             name: name.to_owned(),
             shards: snap.place(count - current, self.shards),
         })
+        .await
     }
 }
 

@@ -1,13 +1,15 @@
-//! A shard owns this core's partitions: it opens and closes them as metadata snapshots say,
+//! A shard owns this core's partitions: it opens and closes them as metadata snapshots say
+//! (one snapshot at a time, newest wins, as explicit transitions: see [`transitions`]),
 //! and runs the partition work that arrives for them, from its own connections or from
 //! other shards. Requests arrive as owned [`ShardRequest`] values with a oneshot for the
 //! answer; [`Shard::dispatch`] does the order-sensitive part (appending) at once and spawns
 //! the rest, so produces from one connection keep their order. Uses base, runtime, partition.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,8 +22,14 @@ pub use crate::partition::Origin;
 use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
 use crate::protocol::batch::ControlType;
 use crate::runtime;
+pub use transitions::{Desired, Placement, Role};
+use transitions::{MetadataApplier, Transition};
 
 mod housekeeping;
+mod transitions;
+
+/// Each topic's own configs (Kafka names), by topic name.
+pub type TopicConfigs = HashMap<String, Arc<BTreeMap<String, String>>>;
 
 /// One partition's part of a produce.
 #[derive(Debug)]
@@ -108,22 +116,16 @@ pub enum ShardRequest {
     },
 }
 
-/// A partition the metadata places on this shard.
-#[derive(Debug, Clone)]
-pub struct Assignment {
-    pub tp: TopicPartition,
-    pub topic_id: [u8; 16],
-    pub leader_epoch: i32,
-    /// The topic's own configs, layered over the broker's log settings.
-    pub configs: std::sync::Arc<std::collections::BTreeMap<String, String>>,
-}
-
 /// The partitions this shard owns.
 pub struct Shard {
     id: usize,
     data_dir: PathBuf,
     settings: LogSettings,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Each topic's own configs as of the newest metadata version seen, layered over
+    /// `settings` when its partitions open and applied to them when they change.
+    topic_configs: RefCell<(u64, TopicConfigs)>,
+    applier: RefCell<MetadataApplier>,
 }
 
 fn not_here() -> KafkaError {
@@ -150,6 +152,8 @@ impl Shard {
             data_dir,
             settings,
             partitions: RefCell::new(HashMap::new()),
+            topic_configs: RefCell::new((0, TopicConfigs::new())),
+            applier: RefCell::new(MetadataApplier::default()),
         })
     }
 
@@ -353,40 +357,55 @@ impl Shard {
         }
     }
 
-    /// Opens the partitions assigned here and closes (and deletes) those no longer assigned.
-    pub async fn apply_assignments(&self, assigned: Vec<Assignment>) {
-        let wanted: HashMap<TopicPartition, ([u8; 16], i32, LogSettings)> = assigned
-            .into_iter()
-            .map(|a| {
-                let settings = self.topic_settings(&a.tp, &a.configs);
-                (a.tp, (a.topic_id, a.leader_epoch, settings))
-            })
-            .collect();
-        let stale: Vec<(TopicPartition, Rc<Partition>)> = self
-            .partitions
-            .borrow()
-            .iter()
-            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(id, ..)| *id != p.topic_id))
-            .map(|(tp, p)| (tp.clone(), p.clone()))
-            .collect();
-        for (tp, p) in stale {
-            self.partitions.borrow_mut().remove(&tp);
-            if let Err(e) = p.delete().await {
-                tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
-            }
+    /// Brings this shard to the metadata in `desired` (see [`transitions`]); returns false
+    /// when `desired` is not newer than what was applied, which is then left alone. Callers
+    /// apply one snapshot at a time.
+    pub async fn apply_metadata(&self, desired: Desired<'_>) -> bool {
+        let Some(steps) = self.applier.borrow_mut().offer(desired) else {
+            return false;
+        };
+        for step in steps {
+            self.run_transition(step).await;
         }
-        for (tp, (topic_id, epoch, settings)) in wanted {
-            if let Some(p) = self.partition(&tp) {
-                if p.settings() != settings {
-                    p.update_settings(settings);
+        true
+    }
+
+    async fn run_transition(&self, step: Transition) {
+        match step {
+            Transition::Delete { tp } => {
+                let removed = self.partitions.borrow_mut().remove(&tp);
+                if let Some(p) = removed {
+                    if let Err(e) = p.delete().await {
+                        tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
+                    }
                 }
-                continue;
             }
-            match self.open_partition(&tp, topic_id, epoch, settings).await {
-                Ok(p) => {
-                    self.partitions.borrow_mut().insert(tp, p);
+            Transition::Stop { tp } => {
+                let removed = self.partitions.borrow_mut().remove(&tp);
+                if let Some(p) = removed {
+                    if let Err(e) = p.close().await {
+                        tracing::error!(partition = %tp, error = %e, "close failed");
+                    }
                 }
-                Err(e) => tracing::error!(partition = %tp, error = %e, "cannot open partition"),
+            }
+            Transition::Open { tp, placement } => {
+                match self
+                    .open_partition(&tp, placement.topic_id, placement.leader_epoch)
+                    .await
+                {
+                    Ok(p) => {
+                        self.partitions.borrow_mut().insert(tp, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %tp, error = %e, "cannot open partition");
+                        self.applier.borrow_mut().open_failed(&tp);
+                    }
+                }
+            }
+            Transition::SetLeaderEpoch { tp, leader_epoch } => {
+                if let Some(p) = self.partition(&tp) {
+                    p.set_leader_epoch(leader_epoch);
+                }
             }
         }
     }
@@ -396,8 +415,8 @@ impl Shard {
         tp: &TopicPartition,
         topic_id: [u8; 16],
         epoch: i32,
-        settings: LogSettings,
     ) -> std::io::Result<Rc<Partition>> {
+        let settings = self.settings_of(tp);
         let dir = self.data_dir.join(tp.dir_name());
         claim_partition_dir(&dir, &topic_id)?;
         Partition::open(
@@ -412,14 +431,44 @@ impl Shard {
         .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// The broker's log settings with a topic's configs over them (the controller checked
-    /// them; a value it let through that does not parse leaves the broker's settings).
-    fn topic_settings(
-        &self,
-        tp: &TopicPartition,
-        configs: &std::collections::BTreeMap<String, String>,
-    ) -> LogSettings {
-        crate::config::topic_settings(&self.settings, configs).unwrap_or_else(|e| {
+    /// Forgets, on every partition here, producers idle past `expiration_ms`
+    /// (`producer.id.expiration.ms`); returns how many were forgotten.
+    pub fn expire_producers(&self, expiration_ms: i64) -> usize {
+        let now = SystemClock.now_ms();
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.expire_producers(now, expiration_ms))
+            .sum()
+    }
+
+    /// Takes the topic configs of metadata `version` (older versions are ignored) and applies
+    /// any change to the partitions open here; partitions opened later read them at open.
+    pub fn set_topic_configs(&self, version: u64, configs: TopicConfigs) {
+        {
+            let mut current = self.topic_configs.borrow_mut();
+            if current.0 > version {
+                return;
+            }
+            *current = (version, configs);
+        }
+        let open: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in open {
+            let settings = self.settings_of(&p.tp);
+            if p.settings() != settings {
+                p.update_settings(settings);
+            }
+        }
+    }
+
+    /// The broker's log settings with the partition's topic configs over them (the
+    /// controller checked them; a value that does not parse leaves the broker's settings).
+    fn settings_of(&self, tp: &TopicPartition) -> LogSettings {
+        let configs = self.topic_configs.borrow().1.get(&tp.topic).cloned();
+        let Some(configs) = configs else {
+            return self.settings.clone();
+        };
+        crate::config::topic_settings(&self.settings, &configs).unwrap_or_else(|e| {
             tracing::error!(partition = %tp, error = %e, "topic configs ignored");
             self.settings.clone()
         })
