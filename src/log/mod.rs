@@ -232,10 +232,11 @@ impl Log {
         }
         let base_offset = s.next_offset;
         batch::assign_offsets(&mut batch_bytes, base_offset, leader_epoch);
+        let now = SystemClock.now_ms();
+        stamp_append_time(&mut batch_bytes, &settings, now)?;
         let header = *batch::header(&batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
         let last_offset = header.last_offset();
         let bytes = batch_bytes.freeze();
-        let now = SystemClock.now_ms();
         let active_base = roll_if_due(&mut s, len, &settings, now);
         let seg = s
             .segments
@@ -565,6 +566,23 @@ impl Log {
             let _ = tx.send(());
         }
     }
+}
+
+/// Kafka's `message.timestamp.type=LogAppendTime`: data batches get the broker's append
+/// time (control batches keep theirs, as in Kafka).
+fn stamp_append_time(
+    batch_bytes: &mut [u8],
+    settings: &LogSettings,
+    now: i64,
+) -> Result<(), LogError> {
+    if settings.timestamp_type != crate::config::TimestampType::LogAppendTime {
+        return Ok(());
+    }
+    let h = batch::header(batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
+    if !h.is_control() {
+        batch::set_log_append_time(batch_bytes, now);
+    }
+    Ok(())
 }
 
 /// Starts a new active segment when the next batch would not fit (`segment.bytes`) or the

@@ -734,3 +734,22 @@ fn segment_ms_rolls_an_old_active_segment() {
         log.close().await.unwrap();
     });
 }
+
+/// Issue 10: with message.timestamp.type=LogAppendTime a stored batch carries the broker's
+/// append time and the LogAppendTime attribute, with a valid CRC.
+#[test]
+fn log_append_time_stamps_stored_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let mut s = settings(1 << 30);
+        s.timestamp_type = crate::config::TimestampType::LogAppendTime;
+        let log = Log::open(dir.path(), s).await.unwrap();
+        let before = SystemClock.now_ms();
+        append_durably(&log, batch_of(1, 2, 10)).await;
+        let bytes = log.read(0, 1000).await.unwrap();
+        let (h, _) = batch::validate(&bytes).expect("valid CRC");
+        assert_eq!(h.attributes.get() & 0x08, 0x08);
+        assert!(h.max_timestamp.get() >= before, "{}", h.max_timestamp.get());
+        log.close().await.unwrap();
+    });
+}

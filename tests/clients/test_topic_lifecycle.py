@@ -217,3 +217,26 @@ def test_create_partitions_adds_partitions_producers_use(broker):
     broker.restart()
     recs, _ = ck_consume_all(broker.bootstrap, "growing", 4)
     assert len(recs) == 400
+
+
+# --------------------------------------------------------------------------- LogAppendTime
+
+def test_log_append_time_replaces_the_producer_timestamps(broker):
+    import confluent_kafka
+    ck_create_topic(broker.bootstrap, "stamped", partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    produce_sized(broker.bootstrap, "stamped", 20, size=100, timestamp=before - 3_600_000)
+    recs, _ = ck_consume_all(broker.bootstrap, "stamped", 1)
+    assert len(recs) == 20
+    assert all(r.timestamp >= before for r in recs), [r.timestamp for r in recs][:3]
+    c = Consumer(ck_conf(broker.bootstrap, **{"group.id": "lat-" + new_tag().decode(), "auto.offset.reset": "earliest"}))
+    try:
+        c.assign([TopicPartition("stamped", 0, 0)])
+        m = None
+        deadline = time.monotonic() + TIMEOUT
+        while m is None and time.monotonic() < deadline:
+            m = c.poll(0.5)
+        assert m is not None and m.error() is None
+        assert m.timestamp()[0] == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+    finally:
+        c.close()
