@@ -7,12 +7,31 @@ pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1024 * 1024 + 12;
 pub const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 100 * 1024 * 1024;
 /// Kafka's `segment.bytes` default.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Kafka's `segment.ms` default (7 days).
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Kafka's `index.interval.bytes` default.
 pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
 /// Kafka's `retention.ms` default (7 days).
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Kafka's `delete.retention.ms` default (1 day).
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// Kafka's `log.cleaner.dedupe.buffer.size` default: key→offset map memory of the cleaner,
+/// for the whole broker (split between shards).
+pub const DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES: u64 = 128 * 1024 * 1024;
+/// Cleaner I/O (bytes read plus written) per second and shard. Kafka's default is unlimited;
+/// sluice throttles by default so compaction cannot take the disk from produce latency.
+pub const DEFAULT_CLEANER_IO_BYTES_PER_SECOND: f64 = 64.0 * 1024.0 * 1024.0;
+/// Kafka's `log.cleaner.backoff.ms` default.
+pub const DEFAULT_CLEANER_BACKOFF_MS: i64 = 15_000;
+/// Kafka's `log.retention.check.interval.ms` default.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: i64 = 300_000;
 /// Per-partition bytes of recent batches kept in memory for tail fetches.
 pub const DEFAULT_TAIL_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// Per-partition bytes appended but not yet durable (written, and synced in fsync durability)
+/// before further appends are refused: bounds a log's queue and the unwritten part of its tail
+/// cache, whatever the producers send (acks=0 included). Far above what one fdatasync
+/// interval accumulates at disk speed.
+pub const DEFAULT_MAX_PENDING_BYTES: u64 = 32 * 1024 * 1024;
 /// Requests one connection may have accepted but not yet answered.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
 /// Messages a cross-shard channel holds before the sender waits.

@@ -10,6 +10,12 @@ use serde::Deserialize;
 
 use crate::base::limits;
 
+mod topic;
+pub use topic::{
+    check_topic_config, describe_broker, describe_topic, topic_config_names, topic_settings,
+    ConfigSource, DescribedConfig, InvalidConfig,
+};
+
 /// When an acknowledged batch is on stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -22,26 +28,179 @@ pub enum Durability {
     Interval,
 }
 
-/// Settings for one partition's log.
+/// Kafka `cleanup.policy`: what housekeeping does with old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Delete whole segments past `retention.ms` / beyond `retention.bytes`.
+    pub delete: bool,
+    /// Keep only the newest record per key in sealed segments.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy {
+        delete: false,
+        compact: true,
+    };
+
+    /// Kafka's spelling: `delete`, `compact` or `compact,delete`.
+    pub fn kafka_name(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
+
+/// Kafka `compression.type` of a topic: keep the producer's codec, or store in this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Self::Producer => "producer",
+            Self::Uncompressed => "uncompressed",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+
+    /// The codec id in a batch's attributes, or `None` for `producer`.
+    pub fn codec(self) -> Option<u8> {
+        match self {
+            Self::Producer => None,
+            Self::Uncompressed => Some(0),
+            Self::Gzip => Some(1),
+            Self::Snappy => Some(2),
+            Self::Lz4 => Some(3),
+            Self::Zstd => Some(4),
+        }
+    }
+}
+
+/// Kafka `message.timestamp.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+impl TimestampType {
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            Self::CreateTime => "CreateTime",
+            Self::LogAppendTime => "LogAppendTime",
+        }
+    }
+}
+
+/// The broker's cleaner (compaction) budget, shared by the logs of a shard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerSettings {
+    /// Kafka `log.cleaner.dedupe.buffer.size`: memory for the key→offset map of one cleaning
+    /// pass, split between the shards.
+    pub dedupe_buffer_bytes: u64,
+    /// Kafka `log.cleaner.io.max.bytes.per.second`: read plus write rate of a cleaning pass,
+    /// per shard.
+    pub io_max_bytes_per_second: f64,
+    /// Kafka `log.cleaner.backoff.ms`: pause between cleaning checks.
+    pub backoff_ms: i64,
+}
+
+impl Default for CleanerSettings {
+    fn default() -> Self {
+        Self {
+            dedupe_buffer_bytes: limits::DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
+            io_max_bytes_per_second: limits::DEFAULT_CLEANER_IO_BYTES_PER_SECOND,
+            backoff_ms: limits::DEFAULT_CLEANER_BACKOFF_MS,
+        }
+    }
+}
+
+/// Settings for one partition's log: the broker's defaults with the topic's configs layered
+/// over them (see [`topic_settings`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
+    /// Kafka `segment.bytes`.
     pub segment_bytes: u64,
+    /// Kafka `segment.ms`: the active segment rolls once it is this old, full or not.
+    pub segment_ms: i64,
+    /// Kafka `index.interval.bytes`.
     pub index_interval_bytes: u64,
+    /// Fsync: every flush is fdatasync'ed before it is acknowledged (`flush.messages=1`).
+    /// Interval: synced every `flush_interval` or `flush_messages` records.
     pub durability: Durability,
+    /// Kafka `flush.ms` in interval durability.
     pub flush_interval: Duration,
+    /// Kafka `flush.messages` in interval durability (`u64::MAX`: by time only).
+    pub flush_messages: u64,
     pub tail_cache_bytes: usize,
+    /// Kafka `retention.ms` (-1: forever).
     pub retention_ms: i64,
+    /// Kafka `retention.bytes` (-1: unlimited).
+    pub retention_bytes: i64,
+    /// Kafka `cleanup.policy`.
+    pub cleanup: CleanupPolicy,
+    /// Kafka `delete.retention.ms`: how long tombstones (and finished transaction markers)
+    /// stay after compaction first reaches them.
+    pub delete_retention_ms: i64,
+    /// Kafka `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// Kafka `max.compaction.lag.ms`: a log with records older than this is compacted
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// Kafka `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// Kafka `max.message.bytes`: the largest batch an append may carry.
+    pub max_message_bytes: usize,
+    /// Kafka `compression.type`.
+    pub compression: CompressionType,
+    /// Kafka `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// Bytes a partition's log may hold appended but not yet durable; see
+    /// [`limits::DEFAULT_MAX_PENDING_BYTES`].
+    pub max_pending_bytes: u64,
+    /// The shard's cleaner budget (broker-wide settings, not per topic).
+    pub cleaner: CleanerSettings,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         Self {
             segment_bytes: limits::DEFAULT_SEGMENT_BYTES,
+            segment_ms: limits::DEFAULT_SEGMENT_MS,
             index_interval_bytes: limits::DEFAULT_INDEX_INTERVAL_BYTES,
             durability: Durability::Fsync,
             flush_interval: Duration::from_millis(100),
+            flush_messages: u64::MAX,
             tail_cache_bytes: limits::DEFAULT_TAIL_CACHE_BYTES,
             retention_ms: limits::DEFAULT_RETENTION_MS,
+            retention_bytes: -1,
+            cleanup: CleanupPolicy::DELETE,
+            delete_retention_ms: limits::DEFAULT_DELETE_RETENTION_MS,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
+            max_message_bytes: limits::DEFAULT_MESSAGE_MAX_BYTES,
+            compression: CompressionType::Producer,
+            timestamp_type: TimestampType::CreateTime,
+            max_pending_bytes: limits::DEFAULT_MAX_PENDING_BYTES,
+            cleaner: CleanerSettings::default(),
         }
     }
 }
@@ -61,6 +220,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub log: LogSettings,
+    /// Kafka `log.retention.check.interval.ms`: how often each shard's housekeeping pass
+    /// applies retention and `segment.ms` to its logs.
+    pub retention_check_interval_ms: i64,
     pub group_initial_rebalance_delay_ms: i64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
@@ -96,6 +258,10 @@ pub struct ConfigFile {
     pub flush_interval_ms: Option<u64>,
     pub tail_cache_bytes: Option<usize>,
     pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<i64>,
+    pub segment_ms: Option<i64>,
+    pub retention_check_interval_ms: Option<i64>,
+    pub max_pending_bytes: Option<u64>,
     pub group_initial_rebalance_delay_ms: Option<i64>,
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
@@ -165,6 +331,10 @@ impl ConfigFile {
             flush_interval_ms,
             tail_cache_bytes,
             retention_ms,
+            retention_bytes,
+            segment_ms,
+            retention_check_interval_ms,
+            max_pending_bytes,
             group_initial_rebalance_delay_ms,
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
@@ -207,7 +377,36 @@ impl ConfigFile {
                 .unwrap_or(defaults.flush_interval),
             tail_cache_bytes: self.tail_cache_bytes.unwrap_or(defaults.tail_cache_bytes),
             retention_ms: self.retention_ms.unwrap_or(defaults.retention_ms),
+            retention_bytes: self.retention_bytes.unwrap_or(defaults.retention_bytes),
+            segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
+            max_message_bytes: self.message_max_bytes.unwrap_or(defaults.max_message_bytes),
+            max_pending_bytes: self.max_pending_bytes.unwrap_or(defaults.max_pending_bytes),
+            ..defaults
         };
+        check(
+            "max_pending_bytes",
+            log.max_pending_bytes >= 1024 * 1024,
+            "must be at least 1048576",
+        )?;
+        check(
+            "retention_ms",
+            log.retention_ms >= -1,
+            "must be at least -1",
+        )?;
+        check(
+            "retention_bytes",
+            log.retention_bytes >= -1,
+            "must be at least -1",
+        )?;
+        check("segment_ms", log.segment_ms >= 1, "must be at least 1")?;
+        let retention_check_interval_ms = self
+            .retention_check_interval_ms
+            .unwrap_or(limits::DEFAULT_RETENTION_CHECK_INTERVAL_MS);
+        check(
+            "retention_check_interval_ms",
+            retention_check_interval_ms >= 1,
+            "must be at least 1",
+        )?;
         check(
             "segment_bytes",
             log.segment_bytes >= 14 && log.segment_bytes <= u32::MAX as u64,
@@ -229,6 +428,7 @@ impl ConfigFile {
             num_partitions: self.num_partitions.unwrap_or(1),
             default_replication_factor: self.default_replication_factor.unwrap_or(1),
             log,
+            retention_check_interval_ms,
             group_initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms.unwrap_or(3000),
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.unwrap_or(6000),
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),

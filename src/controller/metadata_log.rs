@@ -31,6 +31,16 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
+    /// A topic's configs are now exactly `configs` (Alter/IncrementalAlterConfigs).
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    /// Partitions added to a topic (CreatePartitions): the owner shard of each new one.
+    CreatePartitions {
+        name: String,
+        shards: Vec<usize>,
+    },
     /// Producer ids below `next_producer_id` are handed out (KRaft's ProducerIdsRecord).
     ProducerIds {
         next_producer_id: i64,

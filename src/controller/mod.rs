@@ -7,6 +7,7 @@
 //! cluster work puts a Raft group behind the same interface (append a record, read committed
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
+mod admin;
 mod metadata_log;
 mod snapshot;
 mod validate;
@@ -20,6 +21,7 @@ use futures::future::LocalBoxFuture;
 use futures::lock::Mutex;
 
 use crate::base::{KafkaCode, KafkaError};
+pub use admin::{AdminOp, AdminResults, ConfigChange, ConfigOp};
 pub use metadata_log::{MetadataLog, MetadataRecord};
 pub use snapshot::{BrokerInfo, ClusterSnapshot, PartitionInfo, TopicInfo};
 

@@ -136,6 +136,26 @@ impl ClusterSnapshot {
             MetadataRecord::DeleteTopic { name } => {
                 self.topics.remove(name);
             }
+            MetadataRecord::AlterTopicConfigs { name, configs } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    t.configs = configs.clone();
+                }
+            }
+            MetadataRecord::CreatePartitions { name, shards } => {
+                let node = self.controller_id;
+                if let Some(t) = self.topics.get_mut(name) {
+                    let first = t.partitions.len();
+                    t.partitions
+                        .extend(shards.iter().enumerate().map(|(i, &shard)| PartitionInfo {
+                            index: (first + i) as i32,
+                            shard,
+                            leader: node,
+                            leader_epoch: 0,
+                            replicas: vec![node],
+                            isr: vec![node],
+                        }));
+                }
+            }
             MetadataRecord::ProducerIds { next_producer_id } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
@@ -186,5 +206,31 @@ mod tests {
             configs: Default::default(),
         });
         assert_eq!(s.place(1, 2), vec![1]);
+    }
+
+    #[test]
+    fn added_partitions_and_altered_configs_apply() {
+        let mut s = ClusterSnapshot::empty(broker(), "c".into());
+        s.apply(&MetadataRecord::CreateTopic {
+            name: "a".into(),
+            topic_id: [1; 16],
+            shards: vec![0],
+            replication_factor: 1,
+            configs: Default::default(),
+        });
+        s.apply(&MetadataRecord::CreatePartitions {
+            name: "a".into(),
+            shards: vec![1, 0],
+        });
+        let t = &s.topics["a"];
+        let got: Vec<(i32, usize)> = t.partitions.iter().map(|p| (p.index, p.shard)).collect();
+        assert_eq!(got, vec![(0, 0), (1, 1), (2, 0)]);
+        let configs: BTreeMap<String, String> =
+            [("retention.ms".to_string(), "5".to_string())].into();
+        s.apply(&MetadataRecord::AlterTopicConfigs {
+            name: "a".into(),
+            configs: configs.clone(),
+        });
+        assert_eq!(s.topics["a"].configs, configs);
     }
 }

@@ -133,6 +133,8 @@ pub fn configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaError> {
                 format!("Unknown topic config name: {k}"),
             ));
         }
+        crate::config::check_topic_config(k, v)
+            .map_err(|e| KafkaError::new(KafkaCode::InvalidConfig, e.message))?;
         let numeric = k.ends_with(".ms") || k.ends_with(".bytes") || k == "flush.messages";
         if numeric && v.parse::<i64>().is_err() {
             return Err(KafkaError::new(

@@ -92,6 +92,11 @@ impl SegmentIndex {
         })
     }
 
+    /// The max timestamp of the segment's first batch, if it has one.
+    pub fn first_timestamp(&self) -> Option<i64> {
+        self.times.first().map(|t| t.timestamp.get())
+    }
+
     pub fn max_timestamp(&self) -> i64 {
         if self.times.is_empty() {
             -1

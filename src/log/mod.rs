@@ -1,19 +1,37 @@
 //! One partition's on-disk log: segments of RecordBatch v2 bytes, sparse indexes, the O_DIRECT
 //! appender with group commit, the tail cache, recovery at open. It knows batches, not
-//! requests; it assigns offsets, keeps them dense and in order, and says what is durable.
+//! requests; it assigns offsets, keeps them in order, and says what is durable.
 //!
 //! Shape: a [`Log`] is owned by one shard and shared between that shard's tasks through `Rc`.
 //! `append` is synchronous (it assigns offsets and queues the bytes), so appends happen in the
 //! order they are called. One flusher task per log writes queued bytes in order, fdatasyncs
 //! per the durability policy, then advances the durable end and wakes whoever waits on it.
-//! State sits in a `RefCell` that is never borrowed across an `.await`.
+//! State sits in a `RefCell` that is never borrowed across an `.await`. Blocking file-system
+//! calls (index files, directory syncs, markers) run on the shard's blocking thread, never on
+//! its reactor.
 //!
 //! The durable end is also the high watermark a single-replica partition exposes: a consumer
 //! never sees a batch that a crash could still take away.
+//!
+//! Bounds: a log holds at most `max_pending_bytes` of appended batches that are not yet
+//! durable (written, and synced in fsync durability). Past it, [`Log::append`] refuses with
+//! [`LogError::Backlogged`] instead of queueing: memory stays bounded under `acks=0` floods,
+//! and the caller maps the refusal to a retriable Kafka error (or, if it can wait, awaits
+//! [`Log::wait_for_room`] before appending). A batch is always accepted when nothing is
+//! pending, so a single batch larger than the bound still goes through. The tail cache holds
+//! every pending batch plus at most `tail_cache_bytes` of durable ones.
+//!
+//! Clean shutdown: [`Log::close`] seals the active segment, writes its index files and then a
+//! clean-shutdown marker; the next open trusts that segment instead of re-reading it. After a
+//! crash there is no marker and the active segment is scanned.
 
 mod appender;
+mod checkpoint;
+mod flusher;
 pub mod index;
+mod reader;
 mod recovery;
+mod retention;
 mod segment;
 mod tail_cache;
 
@@ -24,14 +42,13 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures::channel::{mpsc, oneshot};
-use futures::StreamExt;
 
 use crate::base::{Clock, SystemClock};
-use crate::config::{Durability, LogSettings};
+use crate::config::LogSettings;
 use crate::protocol::batch;
-use crate::runtime;
+use crate::runtime::{self, DmaFile};
 
-use appender::SegmentAppender;
+use flusher::{Flusher, PendingWrite};
 use segment::Segment;
 use tail_cache::{CachedBatch, TailCache};
 
@@ -40,6 +57,11 @@ use tail_cache::{CachedBatch, TailCache};
 pub enum LogError {
     #[error("offset {offset} is outside the log [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error(
+        "the log holds {pending} bytes not yet durable, at its bound of {limit} \
+         (max_pending_bytes); retry once the disk catches up"
+    )]
+    Backlogged { pending: u64, limit: u64 },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("the log is closed")]
@@ -69,21 +91,22 @@ pub struct LogOffsets {
     pub high_watermark: i64,
 }
 
-struct PendingWrite {
-    segment_base: i64,
-    bytes: Bytes,
-    last_offset: i64,
-}
-
 struct State {
     segments: BTreeMap<i64, Segment>,
     next_offset: i64,
     durable_end: i64,
     log_start: i64,
     pending: VecDeque<PendingWrite>,
+    /// Bytes appended but not yet durable (queued, being written, or awaiting fdatasync).
+    pending_bytes: u64,
     tail: TailCache,
     ack_waiters: Vec<(i64, oneshot::Sender<Result<(), LogError>>)>,
     data_waiters: Vec<oneshot::Sender<()>>,
+    room_waiters: Vec<oneshot::Sender<()>>,
+    /// Writes queued so far and writes the flusher has finished, for [`Log::wait_flushed`].
+    queued_writes: u64,
+    flushed_writes: u64,
+    flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     failed: Option<String>,
     closing: bool,
 }
@@ -91,20 +114,30 @@ struct State {
 /// A partition log. See the module docs for its contract.
 pub struct Log {
     dir: PathBuf,
-    settings: LogSettings,
+    settings: RefCell<LogSettings>,
     state: RefCell<State>,
     wake_flusher: RefCell<mpsc::Sender<()>>,
     flusher_done: RefCell<Option<oneshot::Receiver<()>>>,
+    /// Tells the interval syncer that the settings changed.
+    settings_changed: RefCell<mpsc::Sender<()>>,
+    /// Held while segments are deleted or swapped by the cleaner, so those never overlap.
+    maintenance: futures::lock::Mutex<()>,
+    /// Makes the next interval fdatasync fail (fault injection).
+    #[cfg(test)]
+    sync_fault: std::cell::Cell<bool>,
 }
 
 impl Log {
     /// Opens (or creates) the log in `dir`, recovering the active segment, and starts its
     /// flusher on the current shard.
     pub async fn open(dir: &Path, settings: LogSettings) -> Result<Rc<Log>, LogError> {
-        std::fs::create_dir_all(dir)?;
         let recovered = recovery::recover(dir, &settings).await?;
+        if recovered.clean {
+            tracing::debug!(dir = %dir.display(), "clean shutdown: active segment trusted");
+        }
         let (tx, rx) = mpsc::channel(1);
         let (done_tx, done_rx) = oneshot::channel();
+        let (changed_tx, changed_rx) = mpsc::channel(1);
         let log = Rc::new(Log {
             dir: dir.to_owned(),
             state: RefCell::new(State {
@@ -113,30 +146,49 @@ impl Log {
                 durable_end: recovered.next_offset,
                 log_start: recovered.log_start,
                 pending: VecDeque::new(),
+                pending_bytes: 0,
                 tail: TailCache::new(settings.tail_cache_bytes),
                 ack_waiters: Vec::new(),
                 data_waiters: Vec::new(),
+                room_waiters: Vec::new(),
+                queued_writes: 0,
+                flushed_writes: 0,
+                flush_waiters: Vec::new(),
                 failed: None,
                 closing: false,
             }),
-            settings,
+            settings: RefCell::new(settings),
             wake_flusher: RefCell::new(tx),
             flusher_done: RefCell::new(Some(done_rx)),
+            settings_changed: RefCell::new(changed_tx),
+            maintenance: futures::lock::Mutex::new(()),
+            #[cfg(test)]
+            sync_fault: std::cell::Cell::new(false),
         });
-        let flusher = Flusher {
-            log: Rc::downgrade(&log),
-            appender: recovered.appender,
-            wake: rx,
-        };
+        let flusher = Flusher::new(Rc::downgrade(&log), recovered.appender, rx);
         runtime::detach(flusher.run(done_tx));
-        if log.settings.durability == Durability::Interval {
-            runtime::detach(interval_syncer(Rc::downgrade(&log)));
-        }
+        runtime::detach(flusher::interval_syncer(Rc::downgrade(&log), changed_rx));
         Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> LogSettings {
+        self.settings.borrow().clone()
+    }
+
+    /// Applies new settings (a topic's configs changed). Segment size and time, retention,
+    /// cleanup, durability and bounds take effect from the next append or housekeeping pass.
+    pub fn update_settings(&self, settings: LogSettings) {
+        self.state
+            .borrow_mut()
+            .tail
+            .set_budget(settings.tail_cache_bytes);
+        *self.settings.borrow_mut() = settings;
+        let _ = self.settings_changed.borrow_mut().try_send(());
     }
 
     /// Base offset of the segment appends go to now (it changes when the log rolls).
@@ -155,12 +207,14 @@ impl Log {
     }
 
     /// Assigns offsets to one validated batch and queues it for writing. `batch_bytes` must
-    /// hold exactly one batch that passed [`batch::validate`].
+    /// hold exactly one batch that passed [`batch::validate`]. Refuses with
+    /// [`LogError::Backlogged`] when the pending bound is reached (see the module docs).
     pub fn append(
         &self,
         mut batch_bytes: BytesMut,
         leader_epoch: i32,
     ) -> Result<Appended, LogError> {
+        let settings = self.settings.borrow();
         let mut s = self.state.borrow_mut();
         if let Some(reason) = &s.failed {
             return Err(LogError::Storage(reason.clone()));
@@ -168,30 +222,39 @@ impl Log {
         if s.closing {
             return Err(LogError::Closed);
         }
+        let len = batch_bytes.len() as u64;
+        let limit = settings.max_pending_bytes;
+        if s.pending_bytes > 0 && s.pending_bytes + len > limit {
+            return Err(LogError::Backlogged {
+                pending: s.pending_bytes,
+                limit,
+            });
+        }
         let base_offset = s.next_offset;
         batch::assign_offsets(&mut batch_bytes, base_offset, leader_epoch);
+        let now = SystemClock.now_ms();
+        stamp_append_time(&mut batch_bytes, &settings, now)?;
         let header = *batch::header(&batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
         let last_offset = header.last_offset();
-        let len = batch_bytes.len() as u64;
         let bytes = batch_bytes.freeze();
-        let segment_bytes = self.settings.segment_bytes;
-        let active_base = roll_if_full(&mut s, len, segment_bytes);
-        let interval = self.settings.index_interval_bytes;
+        let active_base = roll_if_due(&mut s, len, &settings, now);
         let seg = s
             .segments
             .get_mut(&active_base)
             .expect("active segment exists");
+        seg.created_ms.get_or_insert(now);
         let relative = (base_offset - seg.base_offset) as u32;
         seg.index.on_batch(
             relative,
             seg.size as u32,
             len,
             header.max_timestamp.get(),
-            interval,
+            settings.index_interval_bytes,
         );
         seg.size += len;
         seg.next_offset = last_offset + 1;
         s.next_offset = last_offset + 1;
+        s.pending_bytes += len;
         s.tail.push(CachedBatch {
             base_offset,
             last_offset,
@@ -201,14 +264,63 @@ impl Log {
             segment_base: active_base,
             bytes,
             last_offset,
+            records: header.record_count.get().max(0) as u64,
         });
+        s.queued_writes += 1;
         drop(s);
-        // A full channel already holds a wake-up; the flusher drains everything queued.
-        let _ = self.wake_flusher.borrow_mut().try_send(());
+        drop(settings);
+        self.wake_flusher();
         Ok(Appended {
             base_offset,
             last_offset,
         })
+    }
+
+    fn wake_flusher(&self) {
+        // A full channel already holds a wake-up; the flusher drains everything queued.
+        let _ = self.wake_flusher.borrow_mut().try_send(());
+    }
+
+    /// Completes once the log has room for a batch of `len` bytes (nothing pending, or room
+    /// under the bound), or it failed or closed.
+    pub async fn wait_for_room(&self, len: usize) {
+        loop {
+            if self.room_or_wait(len as u64).await {
+                return;
+            }
+        }
+    }
+
+    /// True when there is room now; otherwise waits for the next release and says false.
+    async fn room_or_wait(&self, len: u64) -> bool {
+        let rx = {
+            let mut s = self.state.borrow_mut();
+            let limit = self.settings.borrow().max_pending_bytes;
+            let room = s.pending_bytes == 0 || s.pending_bytes + len <= limit;
+            if room || s.failed.is_some() || s.closing {
+                return true;
+            }
+            let (tx, rx) = oneshot::channel();
+            s.room_waiters.push(tx);
+            rx
+        };
+        rx.await.is_err()
+    }
+
+    /// Completes once the flusher has handled everything queued so far (written it, synced
+    /// it per the policy, sealed and started segments for rolls), or the log failed.
+    pub async fn wait_flushed(&self) {
+        let rx = {
+            let mut s = self.state.borrow_mut();
+            if s.flushed_writes >= s.queued_writes || s.failed.is_some() {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            let target = s.queued_writes;
+            s.flush_waiters.push((target, tx));
+            rx
+        };
+        let _ = rx.await;
     }
 
     /// Completes once `last_offset` is durable (per the durability policy).
@@ -257,9 +369,8 @@ impl Log {
         max_bytes: usize,
         upper: i64,
     ) -> Result<Bytes, LogError> {
-        let (file, position, segment_end, hw) = {
+        {
             let s = self.state.borrow();
-            let hw = s.durable_end.min(upper.max(s.log_start));
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OffsetOutOfRange {
                     offset,
@@ -267,24 +378,37 @@ impl Log {
                     end: s.next_offset,
                 });
             }
-            if offset >= hw {
-                return Ok(Bytes::new());
+        }
+        let mut from = offset;
+        loop {
+            let (file, position, written, segment_end, hw) = {
+                let s = self.state.borrow();
+                let hw = s.durable_end.min(upper.max(s.log_start));
+                if from >= hw {
+                    return Ok(Bytes::new());
+                }
+                if s.tail.covers(from) {
+                    return Ok(s.tail.read(from, hw, max_bytes));
+                }
+                let (_, seg) =
+                    s.segments.range(..=from).next_back().ok_or_else(|| {
+                        LogError::Storage(format!("no segment holds offset {from}"))
+                    })?;
+                let file = seg
+                    .file
+                    .clone()
+                    .ok_or_else(|| LogError::Storage("segment file missing".into()))?;
+                let position = seg.index.position_for((from - seg.base_offset) as u32);
+                (file, position as u64, seg.written, seg.next_offset, hw)
+            };
+            let bytes = reader::read_batches(&file, position, written, from, hw, max_bytes).await?;
+            // Empty with data still ahead: compaction emptied the rest of this segment, so
+            // the next batch is in a later one.
+            if !bytes.is_empty() || segment_end >= hw || segment_end <= from {
+                return Ok(bytes);
             }
-            if s.tail.covers(offset) {
-                return Ok(s.tail.read(offset, hw, max_bytes));
-            }
-            let (_, seg) =
-                s.segments.range(..=offset).next_back().ok_or_else(|| {
-                    LogError::Storage(format!("no segment holds offset {offset}"))
-                })?;
-            let file = seg
-                .file
-                .clone()
-                .ok_or_else(|| LogError::Storage("segment file missing".into()))?;
-            let position = seg.index.position_for((offset - seg.base_offset) as u32);
-            (file, position as u64, seg.size, hw)
-        };
-        recovery::read_batches(&file, position, segment_end, offset, hw, max_bytes).await
+            from = segment_end;
+        }
     }
 
     /// The offset of the first record with timestamp >= `timestamp`, if any.
@@ -292,7 +416,7 @@ impl Log {
         &self,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
-        let candidates: Vec<(Rc<crate::runtime::DmaFile>, u64, u64, i64)> = {
+        let candidates: Vec<(Rc<DmaFile>, u64, u64, i64)> = {
             let s = self.state.borrow();
             s.segments
                 .values()
@@ -300,23 +424,25 @@ impl Log {
                 .filter_map(|seg| {
                     let rel = seg.index.relative_offset_for_time(timestamp)?;
                     let pos = seg.index.position_for(rel);
-                    Some((seg.file.clone()?, pos as u64, seg.size, s.durable_end))
+                    Some((seg.file.clone()?, pos as u64, seg.written, s.durable_end))
                 })
-                .take(1)
                 .collect()
         };
+        let log_start = self.offsets().log_start;
         for (file, pos, end, hw) in candidates {
-            if let Some(found) = recovery::find_timestamp(&file, pos, end, hw, timestamp).await? {
-                return Ok(Some(found));
+            if let Some(found) = reader::find_timestamp(&file, pos, end, hw, timestamp).await? {
+                return Ok(Some((found.0.max(log_start), found.1)));
             }
         }
         Ok(None)
     }
 
-    /// Flushes everything queued, syncs, stops the flusher and trims the active segment.
+    /// Flushes everything queued, syncs, stops the flusher, trims the active segment and
+    /// leaves a clean-shutdown marker.
     pub async fn close(&self) -> Result<(), LogError> {
         self.state.borrow_mut().closing = true;
-        let _ = self.wake_flusher.borrow_mut().try_send(());
+        self.wake_flusher();
+        let _ = self.settings_changed.borrow_mut().try_send(());
         let done = self.flusher_done.borrow_mut().take();
         if let Some(done) = done {
             let _ = done.await;
@@ -331,13 +457,19 @@ impl Log {
     /// Closes the log and removes its directory.
     pub async fn delete(&self) -> Result<(), LogError> {
         let _ = self.close().await;
-        std::fs::remove_dir_all(&self.dir)?;
+        let dir = self.dir.clone();
+        runtime::off_reactor(move || std::fs::remove_dir_all(dir)).await?;
         Ok(())
     }
 
     /// Wall-clock now, for callers that stamp records (LogAppendTime, retention).
     pub fn now_ms(&self) -> i64 {
         SystemClock.now_ms()
+    }
+
+    #[cfg(test)]
+    fn inject_sync_fault(&self) {
+        self.sync_fault.set(true);
     }
 
     fn take_pending(&self) -> (Vec<PendingWrite>, bool) {
@@ -358,9 +490,23 @@ impl Log {
             .unwrap_or_default()
     }
 
-    fn attach_file(&self, base: i64, file: Rc<crate::runtime::DmaFile>) {
+    fn segment_next_offset(&self, base: i64) -> Option<i64> {
+        self.state
+            .borrow()
+            .segments
+            .get(&base)
+            .map(|s| s.next_offset)
+    }
+
+    fn attach_file(&self, base: i64, file: Rc<DmaFile>) {
         if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
             seg.file = Some(file);
+        }
+    }
+
+    fn set_written(&self, base: i64, written: u64) {
+        if let Some(seg) = self.state.borrow_mut().segments.get_mut(&base) {
+            seg.written = written;
         }
     }
 
@@ -370,9 +516,24 @@ impl Log {
         }
     }
 
-    /// Advances the durable end and wakes acks and long polls that it satisfies.
-    fn advance_durable(&self, end: i64) {
+    /// Advances the durable end past `writes` flushed writes holding `released` bytes, and
+    /// wakes acks, long polls, appenders waiting for room and flush waiters it satisfies.
+    fn advance_durable(&self, end: i64, released: u64, writes: u64) {
         let mut s = self.state.borrow_mut();
+        s.flushed_writes += writes;
+        let flushed = s.flushed_writes;
+        let (done, waiting): (Vec<_>, Vec<_>) = s
+            .flush_waiters
+            .drain(..)
+            .partition(|(target, _)| *target <= flushed);
+        s.flush_waiters = waiting;
+        for (_, tx) in done {
+            let _ = tx.send(());
+        }
+        s.pending_bytes = s.pending_bytes.saturating_sub(released);
+        for tx in s.room_waiters.drain(..) {
+            let _ = tx.send(());
+        }
         if end <= s.durable_end {
             return;
         }
@@ -389,6 +550,8 @@ impl Log {
         s.tail.evict(end);
     }
 
+    /// Refuses every further append and fails every waiting ack: the disk lost data or the
+    /// ability to make it durable, and acknowledging anything more would lie.
     fn fail(&self, reason: String) {
         let mut s = self.state.borrow_mut();
         tracing::error!(dir = %self.dir.display(), %reason, "log failed; refusing further appends");
@@ -396,143 +559,46 @@ impl Log {
         for (_, tx) in s.ack_waiters.drain(..) {
             let _ = tx.send(Err(LogError::Storage(reason.clone())));
         }
+        for tx in s.room_waiters.drain(..) {
+            let _ = tx.send(());
+        }
+        for (_, tx) in s.flush_waiters.drain(..) {
+            let _ = tx.send(());
+        }
     }
 }
 
-/// Starts a new active segment when the next batch would not fit; returns the active base.
-fn roll_if_full(s: &mut State, len: u64, segment_bytes: u64) -> i64 {
+/// Kafka's `message.timestamp.type=LogAppendTime`: data batches get the broker's append
+/// time (control batches keep theirs, as in Kafka).
+fn stamp_append_time(
+    batch_bytes: &mut [u8],
+    settings: &LogSettings,
+    now: i64,
+) -> Result<(), LogError> {
+    if settings.timestamp_type != crate::config::TimestampType::LogAppendTime {
+        return Ok(());
+    }
+    let h = batch::header(batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
+    if !h.is_control() {
+        batch::set_log_append_time(batch_bytes, now);
+    }
+    Ok(())
+}
+
+/// Starts a new active segment when the next batch would not fit (`segment.bytes`) or the
+/// active one is older than `segment.ms`; returns the active base.
+fn roll_if_due(s: &mut State, len: u64, settings: &LogSettings, now: i64) -> i64 {
     let (&base, active) = s.segments.iter().next_back().expect("a log has a segment");
-    if active.size == 0 || active.size + len <= segment_bytes {
+    let full = active.size + len > settings.segment_bytes;
+    let old = active
+        .created_ms
+        .is_some_and(|created| now - created >= settings.segment_ms);
+    if active.size == 0 || !(full || old) {
         return base;
     }
     let new_base = s.next_offset;
     s.segments.insert(new_base, Segment::new(new_base));
     new_base
-}
-
-/// The task that writes queued batches in order and makes them durable.
-struct Flusher {
-    log: std::rc::Weak<Log>,
-    appender: Option<SegmentAppender>,
-    wake: mpsc::Receiver<()>,
-}
-
-impl Flusher {
-    async fn run(mut self, done: oneshot::Sender<()>) {
-        loop {
-            let Some(log) = self.log.upgrade() else { break };
-            let (writes, closing) = log.take_pending();
-            if !writes.is_empty() {
-                if let Err(e) = self.flush(&log, writes).await {
-                    log.fail(e.to_string());
-                }
-                continue;
-            }
-            if closing {
-                if let Some(app) = &self.appender {
-                    if let Err(e) = app.seal().await {
-                        log.fail(e.to_string());
-                    }
-                }
-                break;
-            }
-            drop(log);
-            if self.wake.next().await.is_none() {
-                break;
-            }
-        }
-        let _ = done.send(());
-    }
-
-    async fn flush(&mut self, log: &Log, writes: Vec<PendingWrite>) -> std::io::Result<()> {
-        let mut i = 0;
-        let mut last_offset = -1;
-        while i < writes.len() {
-            let base = writes[i].segment_base;
-            let group_end = writes[i..]
-                .iter()
-                .position(|w| w.segment_base != base)
-                .map_or(writes.len(), |n| i + n);
-            self.switch_segment(log, base).await?;
-            let chunks: Vec<Bytes> = writes[i..group_end]
-                .iter()
-                .map(|w| w.bytes.clone())
-                .collect();
-            let app = self.appender.as_mut().expect("switch_segment opened one");
-            app.write(&chunks).await?;
-            last_offset = writes[group_end - 1].last_offset;
-            i = group_end;
-        }
-        if log.settings.durability == Durability::Fsync {
-            if let Some(app) = &self.appender {
-                app.sync().await?;
-            }
-        }
-        log.advance_durable(last_offset + 1);
-        Ok(())
-    }
-
-    /// Makes `base` the segment being written: seals the previous one, creates the new file.
-    async fn switch_segment(&mut self, log: &Log, base: i64) -> std::io::Result<()> {
-        if self
-            .appender
-            .as_ref()
-            .is_some_and(|a| a.base_offset == base)
-        {
-            return Ok(());
-        }
-        if let Some(old) = self.appender.take() {
-            old.seal().await?;
-            let (offsets, times) = log.segment_index_bytes(old.base_offset);
-            write_index_file(&segment::time_index_path(&log.dir, old.base_offset), &times).await?;
-            write_index_file(&segment::index_path(&log.dir, old.base_offset), &offsets).await?;
-            log.mark_sealed(old.base_offset);
-        }
-        let file = Rc::new(runtime::open_dma_rw(&segment::log_path(&log.dir, base)).await?);
-        log.attach_file(base, file.clone());
-        self.appender = Some(SegmentAppender::new(base, file, 0, Vec::new()));
-        sync_dir(&log.dir)?;
-        Ok(())
-    }
-}
-
-/// Writes a sealed segment's index; the offset index goes last, so its presence means the
-/// segment was sealed whole (recovery scans a segment without one).
-async fn write_index_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// In `interval` durability, fdatasyncs the active segment every `flush_interval`.
-async fn interval_syncer(log: std::rc::Weak<Log>) {
-    loop {
-        let Some(strong) = log.upgrade() else { return };
-        let every = strong.settings.flush_interval;
-        let file = {
-            let s = strong.state.borrow();
-            if s.closing {
-                return;
-            }
-            s.segments
-                .values()
-                .next_back()
-                .and_then(|seg| seg.file.clone())
-        };
-        drop(strong);
-        if let Some(file) = file {
-            if let Err(e) = file.fdatasync().await {
-                tracing::warn!(error = %e, "interval fdatasync failed");
-            }
-        }
-        runtime::sleep(every).await;
-    }
 }
 
 #[cfg(test)]

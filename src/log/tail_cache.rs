@@ -29,6 +29,11 @@ impl TailCache {
         }
     }
 
+    /// Changes the budget of durable bytes kept (settings changed); applied at the next evict.
+    pub fn set_budget(&mut self, budget: usize) {
+        self.budget = budget;
+    }
+
     pub fn push(&mut self, batch: CachedBatch) {
         debug_assert!(
             self.batches

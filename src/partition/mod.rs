@@ -72,7 +72,8 @@ pub struct Partition {
     pub topic_id: [u8; 16],
     leader_epoch: Cell<i32>,
     log: Rc<Log>,
-    message_max_bytes: usize,
+    /// The topic's `max.message.bytes` (changes with its configs).
+    message_max_bytes: std::cell::Cell<usize>,
     txn: RefCell<TxnState>,
 }
 
@@ -132,7 +133,7 @@ impl Partition {
             topic_id,
             leader_epoch: Cell::new(leader_epoch),
             log,
-            message_max_bytes,
+            message_max_bytes: std::cell::Cell::new(message_max_bytes),
             txn: RefCell::new(txn),
         }))
     }
@@ -261,7 +262,7 @@ impl Partition {
             Some(Err(e)) => {
                 return Err(classify_batch_error(
                     records.len(),
-                    self.message_max_bytes,
+                    self.message_max_bytes.get(),
                     e,
                 ))
             }
@@ -272,12 +273,12 @@ impl Partition {
                 ))
             }
         };
-        if len > self.message_max_bytes {
+        if len > self.message_max_bytes.get() {
             return Err(KafkaError::new(
                 KafkaCode::MessageTooLarge,
                 format!(
                     "The record batch is {len} bytes, larger than the maximum allowed size {}",
-                    self.message_max_bytes
+                    self.message_max_bytes.get()
                 ),
             ));
         }
@@ -429,6 +430,31 @@ impl Partition {
             .map_err(|e| KafkaError::new(KafkaCode::KafkaStorageError, e.to_string()))
     }
 
+    /// The settings of this partition's log.
+    pub fn settings(&self) -> LogSettings {
+        self.log.settings()
+    }
+
+    /// Applies a topic's changed configs to this partition's log.
+    pub fn update_settings(&self, settings: LogSettings) {
+        self.message_max_bytes.set(settings.max_message_bytes);
+        self.log.update_settings(settings);
+    }
+
+    /// One housekeeping pass (segment.ms rolls, retention); segments deleted.
+    pub async fn housekeep(&self, now_ms: i64) -> Result<usize, KafkaError> {
+        self.log.housekeep(now_ms).await.map_err(storage_error)
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (-1: the high watermark); returns the
+    /// new low watermark.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, KafkaError> {
+        self.log
+            .delete_records_before(offset)
+            .await
+            .map_err(storage_error)
+    }
+
     pub async fn delete(&self) -> Result<(), KafkaError> {
         self.log.delete().await.map_err(storage_error)
     }
@@ -524,6 +550,8 @@ fn storage_error(e: LogError) -> KafkaError {
         LogError::OffsetOutOfRange { .. } => {
             KafkaError::new(KafkaCode::OffsetOutOfRange, e.to_string())
         }
+        // Retriable: the producer backs off and retries once the disk caught up.
+        LogError::Backlogged { .. } => KafkaError::new(KafkaCode::RequestTimedOut, e.to_string()),
         other => KafkaError::new(KafkaCode::KafkaStorageError, other.to_string()),
     }
 }

@@ -271,6 +271,19 @@ pub fn assign_offsets(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
     h.partition_leader_epoch.set(leader_epoch);
 }
 
+/// Kafka's LogAppendTime: marks the batch's timestamps as the broker's (attributes bit 3)
+/// and sets its max timestamp, which consumers then report for every record, to `now`;
+/// re-computes the CRC.
+pub fn set_log_append_time(bytes: &mut [u8], now: i64) {
+    let (h, _) = BatchHeader::mut_from_prefix(bytes).expect("caller validated the batch");
+    h.attributes.set(h.attributes.get() | 0x08);
+    h.max_timestamp.set(now);
+    let total = h.total_len().min(bytes.len());
+    let crc = crc32c::crc32c(&bytes[CRC_START..total]);
+    let (h, _) = BatchHeader::mut_from_prefix(bytes).expect("caller validated the batch");
+    h.crc.set(crc);
+}
+
 /// Iterates over the whole batches at the front of a buffer, stopping at the first invalid or
 /// incomplete one. Yields `(header, start, total_len)`.
 pub struct BatchIter<'a> {
@@ -405,6 +418,15 @@ mod tests {
         assert_eq!(len, b.len());
         assert_eq!(h.record_count.get(), 2);
         assert_eq!(h.last_offset(), 1);
+    }
+
+    #[test]
+    fn log_append_time_sets_the_type_and_max_timestamp_and_keeps_crc_valid() {
+        let mut b = sample();
+        set_log_append_time(&mut b, 1_700_000_000_000);
+        let (h, _) = validate(&b).unwrap();
+        assert_eq!(h.attributes.get() & 0x08, 0x08);
+        assert_eq!(h.max_timestamp.get(), 1_700_000_000_000);
     }
 
     #[test]

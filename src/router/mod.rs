@@ -14,7 +14,9 @@ use futures::future::{join_all, select_all, LocalBoxFuture};
 use futures::StreamExt;
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
-use crate::controller::{ClusterSnapshot, Controller, CreatedTopic, NewTopic};
+use crate::controller::{
+    AdminOp, AdminResults, ClusterSnapshot, Controller, CreatedTopic, NewTopic,
+};
 use crate::metrics::ShardMetrics;
 use crate::partition::{ProducerView, ReadResult};
 use crate::runtime::{self, MeshReceivers, MeshSenders};
@@ -40,6 +42,11 @@ pub enum MeshMessage {
     DeleteTopics {
         names: Vec<String>,
         reply: oneshot::Sender<Vec<(String, Result<(), KafkaError>)>>,
+    },
+    /// A topic change after creation (configs, partitions), for the controller.
+    Admin {
+        op: AdminOp,
+        reply: oneshot::Sender<AdminResults>,
     },
     Snapshot {
         snapshot: Arc<ClusterSnapshot>,
@@ -139,6 +146,12 @@ impl Router {
                     let _ = reply.send(me.delete_topics(names).await);
                 });
             }
+            MeshMessage::Admin { op, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.admin(op).await);
+                });
+            }
             MeshMessage::Invoke(work) => work(),
             MeshMessage::AllocateProducerIds { reply } => {
                 let me = self.clone();
@@ -201,6 +214,12 @@ impl Router {
             here,
             exists: &exists,
         };
+        let configs = snapshot
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), Arc::new(t.configs.clone())))
+            .collect();
+        self.local.set_topic_configs(snapshot.version, configs);
         if !self.local.apply_metadata(desired).await {
             return;
         }
@@ -522,6 +541,59 @@ impl Router {
                 .map(|n| (n, Err(KafkaCode::NotController.into())))
                 .collect()
         })
+    }
+
+    /// Runs a topic change (configs, partitions) through the controller (on shard 0).
+    pub async fn admin(&self, op: AdminOp) -> AdminResults {
+        let controller = self.controller.borrow().clone();
+        if let Some(c) = controller {
+            return c.run_admin(op).await;
+        }
+        let names: Vec<String> = match &op {
+            AdminOp::AlterConfigs { changes, .. } => changes.iter().map(|c| c.0.clone()).collect(),
+            AdminOp::CreatePartitions { topics, .. } => {
+                topics.iter().map(|t| t.0.clone()).collect()
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        let _ = self
+            .senders
+            .send_to(CONTROLLER_SHARD, MeshMessage::Admin { op, reply: tx })
+            .await;
+        rx.await.unwrap_or_else(|_| {
+            names
+                .into_iter()
+                .map(|n| (n, Err(KafkaCode::NotController.into())))
+                .collect()
+        })
+    }
+
+    /// DeleteRecords: each partition's owner moves its log start; one answer per part, in
+    /// order (the new low watermark or an error).
+    pub async fn delete_records(
+        &self,
+        parts: Vec<(TopicPartition, i64)>,
+    ) -> Vec<Result<i64, KafkaError>> {
+        let snap = self.snapshot();
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, offset) in parts {
+            let Some(shard) = self.owner(&snap, &tp) else {
+                out.push(Err(KafkaCode::UnknownTopicOrPartition.into()));
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            self.send(
+                shard,
+                ShardRequest::DeleteRecords {
+                    parts: vec![(tp, offset)],
+                    reply: tx,
+                },
+            )
+            .await;
+            let answer = rx.await.ok().and_then(|mut v| v.pop());
+            out.push(answer.unwrap_or(Err(KafkaCode::UnknownServerError.into())));
+        }
+        out
     }
 
     /// A block of producer ids from the controller, as `(first, count)`.

@@ -38,6 +38,8 @@ pub struct HandlerSettings {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub default_replication_factor: i16,
+    /// The broker's log settings (every topic config's default), for DescribeConfigs.
+    pub log: crate::config::LogSettings,
     /// The broker's `fetch.max.bytes`: no fetch answer carries more record bytes, whatever
     /// the request asks (the first batch excepted, as in Kafka).
     pub fetch_max_bytes: usize,

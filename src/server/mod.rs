@@ -214,6 +214,9 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         config.log.clone(),
         config.message_max_bytes,
     );
+    shard.start_housekeeping(Duration::from_millis(
+        config.retention_check_interval_ms as u64,
+    ));
     runtime::detach(expire_producers(
         Rc::downgrade(&shard),
         config.producer_id_expiration_ms,
@@ -253,6 +256,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             auto_create_topics: config.auto_create_topics_enable,
             default_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
+            log: config.log.clone(),
             fetch_max_bytes: config.fetch_max_bytes,
         },
         groups: group_config,

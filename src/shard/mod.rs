@@ -6,9 +6,10 @@
 //! the rest, so produces from one connection keep their order. Uses base, runtime, partition.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +25,11 @@ use crate::runtime;
 pub use transitions::{Desired, Placement, Role};
 use transitions::{MetadataApplier, Transition};
 
+mod housekeeping;
 mod transitions;
+
+/// Each topic's own configs (Kafka names), by topic name.
+pub type TopicConfigs = HashMap<String, Arc<BTreeMap<String, String>>>;
 
 /// One partition's part of a produce.
 #[derive(Debug)]
@@ -98,6 +103,12 @@ pub enum ShardRequest {
         markers: Vec<MarkerPart>,
         reply: oneshot::Sender<Vec<Result<(), KafkaError>>>,
     },
+    /// DeleteRecords: moves each partition's log start to its offset (-1: the high
+    /// watermark); answers the new low watermarks.
+    DeleteRecords {
+        parts: Vec<(TopicPartition, i64)>,
+        reply: oneshot::Sender<Vec<Result<i64, KafkaError>>>,
+    },
     /// The producers each partition knows (DescribeProducers).
     DescribeProducers {
         tps: Vec<TopicPartition>,
@@ -110,8 +121,10 @@ pub struct Shard {
     id: usize,
     data_dir: PathBuf,
     settings: LogSettings,
-    message_max_bytes: usize,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    /// Each topic's own configs as of the newest metadata version seen, layered over
+    /// `settings` when its partitions open and applied to them when they change.
+    topic_configs: RefCell<(u64, TopicConfigs)>,
     applier: RefCell<MetadataApplier>,
 }
 
@@ -129,12 +142,17 @@ impl Shard {
         settings: LogSettings,
         message_max_bytes: usize,
     ) -> Rc<Shard> {
+        // The broker's message.max.bytes is every topic's default max.message.bytes.
+        let settings = LogSettings {
+            max_message_bytes: message_max_bytes,
+            ..settings
+        };
         Rc::new(Shard {
             id,
             data_dir,
             settings,
-            message_max_bytes,
             partitions: RefCell::new(HashMap::new()),
+            topic_configs: RefCell::new((0, TopicConfigs::new())),
             applier: RefCell::new(MetadataApplier::default()),
         })
     }
@@ -166,6 +184,12 @@ impl Shard {
                 runtime::detach(async move { me.wait_for_data(parts, max_wait, reply).await });
             }
             ShardRequest::WriteMarkers { markers, reply } => self.write_markers(markers, reply),
+            ShardRequest::DeleteRecords { parts, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.delete_records(parts).await);
+                });
+            }
             ShardRequest::DescribeProducers { tps, reply } => {
                 let answers = tps
                     .iter()
@@ -392,6 +416,7 @@ impl Shard {
         topic_id: [u8; 16],
         epoch: i32,
     ) -> std::io::Result<Rc<Partition>> {
+        let settings = self.settings_of(tp);
         let dir = self.data_dir.join(tp.dir_name());
         claim_partition_dir(&dir, &topic_id)?;
         Partition::open(
@@ -399,8 +424,8 @@ impl Shard {
             tp.clone(),
             topic_id,
             epoch,
-            self.settings.clone(),
-            self.message_max_bytes,
+            settings.clone(),
+            settings.max_message_bytes,
         )
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
@@ -415,6 +440,52 @@ impl Shard {
             .values()
             .map(|p| p.expire_producers(now, expiration_ms))
             .sum()
+    }
+
+    /// Takes the topic configs of metadata `version` (older versions are ignored) and applies
+    /// any change to the partitions open here; partitions opened later read them at open.
+    pub fn set_topic_configs(&self, version: u64, configs: TopicConfigs) {
+        {
+            let mut current = self.topic_configs.borrow_mut();
+            if current.0 > version {
+                return;
+            }
+            *current = (version, configs);
+        }
+        let open: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in open {
+            let settings = self.settings_of(&p.tp);
+            if p.settings() != settings {
+                p.update_settings(settings);
+            }
+        }
+    }
+
+    /// The broker's log settings with the partition's topic configs over them (the
+    /// controller checked them; a value that does not parse leaves the broker's settings).
+    fn settings_of(&self, tp: &TopicPartition) -> LogSettings {
+        let configs = self.topic_configs.borrow().1.get(&tp.topic).cloned();
+        let Some(configs) = configs else {
+            return self.settings.clone();
+        };
+        crate::config::topic_settings(&self.settings, &configs).unwrap_or_else(|e| {
+            tracing::error!(partition = %tp, error = %e, "topic configs ignored");
+            self.settings.clone()
+        })
+    }
+
+    async fn delete_records(
+        &self,
+        parts: Vec<(TopicPartition, i64)>,
+    ) -> Vec<Result<i64, KafkaError>> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (tp, offset) in parts {
+            out.push(match self.partition(&tp) {
+                Some(p) => p.delete_records_before(offset).await,
+                None => Err(not_here()),
+            });
+        }
+        out
     }
 
     /// Flushes and closes every partition (clean shutdown).
