@@ -35,7 +35,9 @@ pub enum Command {
     /// Examples:
     ///   sluice broker                                  # 127.0.0.1:9092, data in ./data
     ///   sluice broker --listen 0.0.0.0:9092 --advertised-listener kafka1:9092 --cores 4
-    ///   sluice broker --config tuning/throughput.toml --data-dir /var/lib/sluice
+    ///   sluice broker --profile throughput --data-dir /var/lib/sluice
+    ///   sluice broker --profile latency --config site.toml --metrics-listen 0.0.0.0:9644
+    #[command(verbatim_doc_comment)]
     Broker(BrokerArgs),
     /// Create, list, describe and delete topics.
     ///
@@ -98,6 +100,9 @@ pub struct BrokerArgs {
     /// TOML config file; flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Tuning profile under the config file and flags: latency, balanced or throughput
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Data directory [default: ./data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -116,6 +121,9 @@ pub struct BrokerArgs {
     /// fsync (acknowledge after fdatasync, the default) or interval
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
+    /// host:port of the Prometheus metrics and admin HTTP API [default: off]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -135,6 +143,8 @@ impl BrokerArgs {
             node_id: self.node_id,
             cores: self.cores,
             durability: self.durability,
+            profile: self.profile.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             ..Default::default()
         }
     }
@@ -164,7 +174,8 @@ fn run_broker(args: BrokerArgs) -> i32 {
         None => ConfigFile::default(),
     };
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = match file.overlay(args.overrides()).resolve(available) {
+    let layered = ConfigFile::layered(file, args.overrides());
+    let config = match layered.and_then(|c| c.resolve(available)) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

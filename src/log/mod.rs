@@ -128,7 +128,7 @@ impl Log {
             appender: recovered.appender,
             wake: rx,
         };
-        runtime::detach(flusher.run(done_tx));
+        runtime::spawn_in(runtime::TaskClass::Produce, flusher.run(done_tx)).detach();
         if log.settings.durability == Durability::Interval {
             runtime::detach(interval_syncer(Rc::downgrade(&log)));
         }
@@ -502,9 +502,11 @@ async fn interval_syncer(log: std::rc::Weak<Log>) {
         };
         drop(strong);
         if let Some(file) = file {
+            let started = std::time::Instant::now();
             if let Err(e) = file.fdatasync().await {
                 tracing::warn!(error = %e, "interval fdatasync failed");
             }
+            crate::metrics::record_stage(crate::metrics::Stage::Fsync, started.elapsed());
         }
         runtime::sleep(every).await;
     }

@@ -4,6 +4,7 @@
 //! A malformed frame closes this connection only.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures::channel::mpsc;
@@ -13,10 +14,10 @@ use futures::{SinkExt, Stream, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{self, ShardMetrics, Stage};
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::frame;
-use crate::runtime::{self, Task, TcpStream};
+use crate::runtime::{self, Task, TaskClass, TcpStream};
 
 use super::handlers::{Handlers, Reply};
 
@@ -41,11 +42,14 @@ pub async fn serve(
     let writer_task = runtime::spawn(write_responses(writer, pending));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    // When the read that completed the frames now in `buf` returned: the start of their
+    // queue stage.
+    let mut read_at = Instant::now();
     'conn: loop {
         loop {
             match frame::take_frame(&mut buf, max_frame) {
                 Ok(Some(f)) => {
-                    let task = match start_request(&handlers, f, &peer).await {
+                    let task = match start_request(&handlers, f, &peer, read_at).await {
                         Ok(task) => task,
                         Err(reason) => {
                             tracing::debug!(%peer, %reason, "closing connection");
@@ -73,6 +77,8 @@ pub async fn serve(
             Either::Left((Ok(n), _)) => n,
             Either::Right(_) => break,
         };
+        read_at = Instant::now();
+        ShardMetrics::add(&handlers.router.metrics().network_bytes_in, n as u64);
         buf.extend_from_slice(&chunk[..n]);
     }
     drop(queue);
@@ -89,6 +95,7 @@ async fn write_responses(
                 if writer.write_all(&frame).await.is_err() {
                     break;
                 }
+                ShardMetrics::add(&metrics::local().network_bytes_out, frame.len() as u64);
                 // Flush only when nothing else is ready, so pipelined answers share a write.
                 if pending.size_hint().0 == 0 && writer.flush().await.is_err() {
                     break;
@@ -105,11 +112,13 @@ async fn write_responses(
     let _ = writer.close().await;
 }
 
-/// Decodes a frame and starts its request. Produce appends before this returns.
+/// Decodes a frame and starts its request. Produce appends before this returns. Produce and
+/// Fetch run in their own task queues (see `runtime::TaskClass`).
 async fn start_request(
     handlers: &Rc<Handlers>,
     f: bytes::Bytes,
     peer: &str,
+    read_at: Instant,
 ) -> Result<Task<Outcome>, String> {
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
@@ -124,6 +133,7 @@ async fn start_request(
         Decoded::Request(req) => req,
     };
     let key = req.api_key;
+    handlers.router.metrics().count_request(key as i16);
     let version = req.header.request_api_version;
     let correlation_id = req.header.correlation_id;
     let encode = move |reply: Reply| -> Outcome {
@@ -133,9 +143,15 @@ async fn start_request(
             .map_err(|e| format!("encoding {key:?} v{version}: {e}"))
     };
     if let RequestKind::Produce(produce) = req.body {
+        let started = Instant::now();
+        metrics::record_stage(Stage::Queue, started - read_at);
         ShardMetrics::bump(&handlers.router.metrics().produce_requests);
         let done = handlers.produce(produce).await;
-        return Ok(runtime::spawn(async move { encode(done.await) }));
+        return Ok(runtime::spawn_in(TaskClass::Produce, async move {
+            let reply = done.await;
+            metrics::record_stage(Stage::Produce, started.elapsed());
+            encode(reply)
+        }));
     }
     let h = handlers.clone();
     let client = ClientInfo {
@@ -147,10 +163,19 @@ async fn start_request(
             .unwrap_or_default(),
         host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(ip, _)| ip)),
     };
-    Ok(runtime::spawn(async move {
+    let work = async move {
+        let started = Instant::now();
+        metrics::record_stage(Stage::Queue, started - read_at);
         let reply = run_request(&h, key, version, req.body, client).await;
+        if key == ApiKey::Fetch {
+            metrics::record_stage(Stage::Fetch, started.elapsed());
+        }
         encode(Some(reply))
-    }))
+    };
+    Ok(match key {
+        ApiKey::Fetch => runtime::spawn_in(TaskClass::Fetch, work),
+        _ => runtime::spawn(work),
+    })
 }
 
 /// Who sent a request, as group membership records it.

@@ -2,6 +2,7 @@
 //! router, controller (shard 0) and connections, and runs the clean shutdown (stop
 //! accepting, drain in-flight requests, flush and fsync every log). Uses everything above.
 
+mod admin;
 mod configs;
 mod connection;
 mod groups;
@@ -11,6 +12,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,10 @@ struct ShardContext {
     mesh: Mesh<crate::router::MeshMessage>,
     controls: Arc<Mutex<Vec<Option<mpsc::UnboundedReceiver<Control>>>>>,
     ready: std_mpsc::Sender<Result<(), String>>,
+    /// The admin API's address (port resolved), served by shard 0.
+    admin_listen: Option<SocketAddr>,
+    /// True from the moment every shard serves until shutdown begins (readiness).
+    serving: Arc<AtomicBool>,
 }
 
 /// Runs a broker until SIGINT or SIGTERM, then shuts it down cleanly.
@@ -55,7 +61,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _lock = DirLock::acquire(&config.data_dir)?;
     runtime::tune_allocator();
     let listen = claim_port(config.listen)?;
+    let admin_listen = config.metrics_listen.map(claim_port).transpose()?;
     let broker = advertised(&config, listen)?;
+    let serving = Arc::new(AtomicBool::new(false));
     let shards = config.cores;
     let (ready_tx, ready_rx) = std_mpsc::channel();
     let mut control_txs = Vec::new();
@@ -72,13 +80,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         mesh: Mesh::new(shards, MESH_CHANNEL_CAPACITY),
         controls: Arc::new(Mutex::new(control_rxs)),
         ready: ready_tx,
+        admin_listen,
+        serving: serving.clone(),
     };
     // The signal handler is installed before any shard starts, so no signal is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])?;
-    let handles = runtime::run_shards(shards, move |i| shard_main(i, ctx.clone()))?;
+    let spin = ctx.config.runtime.spin_before_park;
+    let handles = runtime::run_shards_spinning(shards, spin, move |i| shard_main(i, ctx.clone()))?;
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -86,11 +97,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a shard exited during start-up"),
         }
     }
+    serving.store(true, Ordering::SeqCst);
+    if let Some(admin) = admin_listen {
+        println!("sluice admin: listening on {admin}");
+    }
     println!("sluice ready: listening on {listen}");
     use std::io::Write;
     std::io::stdout().flush()?;
     tracing::info!(%listen, shards, "broker ready");
     let signal = signals.forever().next();
+    serving.store(false, Ordering::SeqCst);
     tracing::info!(?signal, "shutting down");
     run_phase(&control_txs, Control::StopAccepting);
     run_phase(&control_txs, Control::CloseLogs);
@@ -192,6 +208,8 @@ struct RunningShard {
     open_connections: Rc<Cell<usize>>,
     accept_task: Option<runtime::Task<()>>,
     controller: Option<Rc<Controller>>,
+    /// The admin API (shard 0 only); it answers (503 on readiness) until the logs close.
+    admin_task: Option<runtime::Task<()>>,
 }
 
 async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShard> {
@@ -199,8 +217,9 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     runtime::prime_dma_probe(&config.data_dir)
         .await
         .context("priming the DMA probe")?;
+    runtime::install_task_queues(&config.runtime);
     let (senders, receivers) = ctx.mesh.clone().join().await?;
-    let metrics = Rc::new(ShardMetrics::default());
+    let metrics = crate::metrics::local();
     let shard = Shard::new(
         i,
         config.data_dir.clone(),
@@ -209,6 +228,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     );
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
+    router.set_fetch_debounce(config.fetch_debounce);
     router.serve_mesh(receivers);
     let mut controller = None;
     if i == crate::router::CONTROLLER_SHARD {
@@ -248,23 +268,46 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     let accept_task = runtime::spawn(accept_loop(
         listener,
         handlers,
-        config.socket_request_max_bytes,
+        ConnectionSettings {
+            max_frame: config.socket_request_max_bytes,
+            buffers: config.socket_buffers,
+        },
         stop,
         open_connections.clone(),
     ));
+    let admin_task = match (i, ctx.admin_listen) {
+        (crate::router::CONTROLLER_SHARD, Some(addr)) => {
+            let listener = runtime::bind_listener(addr)
+                .with_context(|| format!("binding the admin API on {addr}"))?;
+            Some(runtime::spawn(admin::serve(
+                listener,
+                router.clone(),
+                ctx.serving.clone(),
+            )))
+        }
+        _ => None,
+    };
     Ok(RunningShard {
         router,
         stop_tx: Some(stop_tx),
         open_connections,
         accept_task: Some(accept_task),
         controller,
+        admin_task,
     })
+}
+
+/// What every accepted connection is set up with.
+#[derive(Clone, Copy)]
+struct ConnectionSettings {
+    max_frame: usize,
+    buffers: crate::config::SocketBuffers,
 }
 
 async fn accept_loop(
     listener: TcpListener,
     handlers: Rc<handlers::Handlers>,
-    max_frame: usize,
+    settings: ConnectionSettings,
     stop: futures::future::Shared<oneshot::Receiver<()>>,
     open: Rc<Cell<usize>>,
 ) {
@@ -278,10 +321,13 @@ async fn accept_loop(
             }
         };
         ShardMetrics::bump(&handlers.router.metrics().connections_accepted);
+        if let Err(e) = runtime::set_socket_buffers(&stream, settings.buffers) {
+            tracing::warn!(error = %e, "cannot set socket buffer sizes");
+        }
         open.set(open.get() + 1);
         let (h, s, o) = (handlers.clone(), stop.clone(), open.clone());
         runtime::detach(async move {
-            connection::serve(stream, h, max_frame, s).await;
+            connection::serve(stream, h, settings.max_frame, s).await;
             o.set(o.get() - 1);
         });
     }
@@ -296,6 +342,7 @@ impl RunningShard {
                     let _ = done.send(());
                 }
                 Control::CloseLogs(done) => {
+                    drop(self.admin_task.take());
                     self.router.close_partitions().await;
                     drop(self.controller.take());
                     let _ = done.send(());

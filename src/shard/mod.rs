@@ -16,8 +16,9 @@ use futures::future::{join_all, select_all};
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::LogSettings;
+use crate::metrics;
 use crate::partition::{Partition, ReadResult};
-use crate::runtime;
+use crate::runtime::{self, TaskClass};
 
 /// One partition's part of a produce.
 #[derive(Debug)]
@@ -129,9 +130,10 @@ impl Shard {
             ShardRequest::Produce { parts, acks, reply } => self.produce(parts, acks, reply),
             ShardRequest::Fetch { parts, reply } => {
                 let me = self.clone();
-                runtime::detach(async move {
+                runtime::spawn_in(TaskClass::Fetch, async move {
                     let _ = reply.send(me.fetch(parts).await);
-                });
+                })
+                .detach();
             }
             ShardRequest::WaitForData {
                 parts,
@@ -167,6 +169,12 @@ impl Shard {
                 continue;
             };
             let appended = p.append(&part.records);
+            if appended.is_ok() {
+                metrics::local().on_partition(&part.tp, p.topic_id, |c| {
+                    c.bytes_in += part.records.len() as u64;
+                    c.produce_requests += 1;
+                });
+            }
             waits.push((Some(p), appended));
         }
         runtime::detach(async move {
@@ -197,7 +205,14 @@ impl Shard {
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             let r = match self.partition(&part.tp) {
-                Some(p) => p.read(part.offset, part.max_bytes).await,
+                Some(p) => {
+                    let r = p.read(part.offset, part.max_bytes).await;
+                    metrics::local().on_partition(&part.tp, p.topic_id, |c| {
+                        c.bytes_out += r.records.len() as u64;
+                        c.fetch_requests += 1;
+                    });
+                    r
+                }
                 None => ReadResult {
                     error: Some(not_here()),
                     high_watermark: -1,
