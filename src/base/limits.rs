@@ -29,5 +29,7 @@ pub const RECOVERY_READ_CHUNK: usize = 1024 * 1024;
 pub const MAX_TASK_SHARES: usize = 1000;
 /// Longest an idle shard may spin on its rings before sleeping.
 pub const MAX_SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest group-commit window: beyond it an fsync'ed produce waits longer than a disk sync.
+pub const MAX_GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 /// Smallest socket buffer a config may ask for (the kernel doubles and floors it anyway).
 pub const MIN_SOCKET_BUFFER_BYTES: usize = 1024;

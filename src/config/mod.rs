@@ -35,6 +35,10 @@ pub struct LogSettings {
     pub flush_interval: Duration,
     pub tail_cache_bytes: usize,
     pub retention_ms: i64,
+    /// In `fsync` durability, how long the flusher lets appends gather after the first one
+    /// arrives before it writes and fdatasyncs them together (zero: flush at once; appends
+    /// arriving during a flush still share the next one).
+    pub group_commit_window: Duration,
 }
 
 impl Default for LogSettings {
@@ -46,6 +50,7 @@ impl Default for LogSettings {
             flush_interval: Duration::from_millis(100),
             tail_cache_bytes: limits::DEFAULT_TAIL_CACHE_BYTES,
             retention_ms: limits::DEFAULT_RETENTION_MS,
+            group_commit_window: Duration::ZERO,
         }
     }
 }
@@ -151,6 +156,7 @@ pub struct ConfigFile {
     pub offsets_retention_minutes: Option<i64>,
     /// A built-in profile the rest of this file (and the flags) layer over.
     pub profile: Option<String>,
+    pub group_commit_window_us: Option<u64>,
     pub produce_shares: Option<usize>,
     pub fetch_shares: Option<usize>,
     pub spin_before_park_us: Option<u64>,
@@ -246,6 +252,7 @@ impl ConfigFile {
             offsets_topic_num_partitions,
             offsets_retention_minutes,
             profile,
+            group_commit_window_us,
             produce_shares,
             fetch_shares,
             spin_before_park_us,
@@ -283,7 +290,16 @@ impl ConfigFile {
                 .unwrap_or(defaults.flush_interval),
             tail_cache_bytes: self.tail_cache_bytes.unwrap_or(defaults.tail_cache_bytes),
             retention_ms: self.retention_ms.unwrap_or(defaults.retention_ms),
+            group_commit_window: self
+                .group_commit_window_us
+                .map(Duration::from_micros)
+                .unwrap_or(defaults.group_commit_window),
         };
+        check(
+            "group_commit_window_us",
+            log.group_commit_window <= limits::MAX_GROUP_COMMIT_WINDOW,
+            "must be at most 100000 (100 ms)",
+        )?;
         let socket_buffers = SocketBuffers {
             send_bytes: socket_buffer("socket_send_buffer_bytes", self.socket_send_buffer_bytes)?,
             receive_bytes: socket_buffer(

@@ -27,6 +27,7 @@ fn profiles_differ_in_the_settings_they_exist_for() {
     let (latency, throughput) = (get("latency"), get("throughput"));
     assert_eq!(throughput.log.durability, Durability::Interval);
     assert_eq!(latency.log.durability, Durability::Fsync);
+    assert!(throughput.log.group_commit_window > latency.log.group_commit_window);
     assert!(latency.runtime.fetch_shares > latency.runtime.produce_shares);
     assert!(throughput.runtime.produce_shares > throughput.runtime.fetch_shares);
     assert!(latency.runtime.spin_before_park > Duration::ZERO);
@@ -77,6 +78,7 @@ fn out_of_range_tuning_values_name_their_key() {
         ("produce_shares = 0", "produce_shares"),
         ("fetch_shares = 1001", "fetch_shares"),
         ("spin_before_park_us = 20000", "spin_before_park_us"),
+        ("group_commit_window_us = 200000", "group_commit_window_us"),
         ("socket_send_buffer_bytes = 10", "socket_send_buffer_bytes"),
         (
             "socket_receive_buffer_bytes = -5",

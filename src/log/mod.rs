@@ -6,6 +6,8 @@
 //! `append` is synchronous (it assigns offsets and queues the bytes), so appends happen in the
 //! order they are called. One flusher task per log writes queued bytes in order, fdatasyncs
 //! per the durability policy, then advances the durable end and wakes whoever waits on it.
+//! Woken after a quiet spell, the flusher first waits the settings' `group_commit_window`
+//! (if any) so that more appends join the same write and sync.
 //! State sits in a `RefCell` that is never borrowed across an `.await`.
 //!
 //! The durable end is also the high watermark a single-replica partition exposes: a consumer
@@ -415,8 +417,21 @@ impl Flusher {
             if self.wake.next().await.is_none() {
                 break;
             }
+            self.gather().await;
         }
         let _ = done.send(());
+    }
+
+    /// Group commit: after the first append of a quiet spell wakes the flusher, waits
+    /// `group_commit_window` so that appends arriving meanwhile share its write and sync.
+    async fn gather(&self) {
+        let window = match self.log.upgrade() {
+            Some(log) if !log.state.borrow().closing => log.settings.group_commit_window,
+            _ => return,
+        };
+        if !window.is_zero() {
+            runtime::sleep(window).await;
+        }
     }
 
     async fn flush(&mut self, log: &Log, writes: Vec<PendingWrite>) -> std::io::Result<()> {
