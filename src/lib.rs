@@ -17,4 +17,5 @@ pub mod router;
 pub mod group;
 pub mod server;
 pub mod bench;
+pub mod tune;
 pub mod cli;

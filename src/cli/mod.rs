@@ -10,6 +10,7 @@ mod format;
 mod group;
 mod produce;
 mod topic;
+mod tune;
 
 use std::path::PathBuf;
 
@@ -92,6 +93,15 @@ pub enum Command {
     ///   sluice bench plot sluice.json kafka.json -o latency.svg
     #[command(verbatim_doc_comment)]
     Bench(Box<bench::BenchArgs>),
+    /// Tune the host (like `rpk redpanda tune`) or pick a profile for a latency target.
+    ///
+    /// Examples:
+    ///   sluice tune check --data-dir /var/lib/sluice --cores 7
+    ///   sluice tune apply --data-dir /var/lib/sluice --cores 7
+    ///   sluice tune undo
+    ///   sluice tune slo --p99 2ms -b kafka1:9092 --apply-cmd './restart-with.sh' -o site.toml
+    #[command(subcommand, verbatim_doc_comment)]
+    Tune(tune::TuneCommand),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -161,6 +171,7 @@ pub fn main() -> i32 {
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Group(cmd) => group::run(cmd),
         Command::Bench(args) => bench::run(*args),
+        Command::Tune(cmd) => tune::run(cmd),
     }
 }
 
