@@ -127,6 +127,10 @@ pub struct BrokerConfig {
     pub fetch_debounce: Duration,
     /// Where the Prometheus metrics and the admin HTTP API listen; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_max_timeout_ms: i32,
+    pub transactional_id_expiration_ms: i64,
+    pub producer_id_expiration_ms: i64,
 }
 
 /// The file form: every key optional, absent keys take Kafka's defaults.
@@ -164,6 +168,10 @@ pub struct ConfigFile {
     pub socket_receive_buffer_bytes: Option<i32>,
     pub fetch_debounce_ms: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub transaction_state_log_num_partitions: Option<i32>,
+    pub transaction_max_timeout_ms: Option<i32>,
+    pub transactional_id_expiration_ms: Option<i64>,
+    pub producer_id_expiration_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +267,11 @@ impl ConfigFile {
             socket_send_buffer_bytes,
             socket_receive_buffer_bytes,
             fetch_debounce_ms,
-            metrics_listen
+            metrics_listen,
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
+            transactional_id_expiration_ms,
+            producer_id_expiration_ms
         )
     }
 
@@ -350,7 +362,35 @@ impl ConfigFile {
             socket_buffers,
             fetch_debounce,
             metrics_listen,
+            transaction_state_log_num_partitions: self
+                .transaction_state_log_num_partitions
+                .unwrap_or(50),
+            transaction_max_timeout_ms: self.transaction_max_timeout_ms.unwrap_or(900_000),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .unwrap_or(7 * 24 * 3600 * 1000),
+            producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(24 * 3600 * 1000),
         };
+        check(
+            "transaction_state_log_num_partitions",
+            config.transaction_state_log_num_partitions >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "transaction_max_timeout_ms",
+            config.transaction_max_timeout_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "transactional_id_expiration_ms",
+            config.transactional_id_expiration_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "producer_id_expiration_ms",
+            config.producer_id_expiration_ms >= 1,
+            "must be at least 1",
+        )?;
         check(
             "offsets_topic_num_partitions",
             config.offsets_topic_num_partitions >= 1,

@@ -18,6 +18,7 @@ use crate::base::TopicPartition;
 use crate::controller::ClusterSnapshot;
 use crate::metrics::text::{render_shards, Kind, PrometheusText};
 use crate::metrics::{self, ShardSnapshot};
+use crate::partition::Isolation;
 use crate::router::Router;
 use crate::runtime;
 use crate::shard::OffsetQuery;
@@ -85,6 +86,7 @@ async fn partition_offsets(
             .map(|tp| OffsetQuery {
                 tp: tp.clone(),
                 timestamp: ts,
+                isolation: Isolation::ReadUncommitted,
             })
             .collect()
     };
@@ -178,7 +180,7 @@ async fn render_lag(
         let Ok(committed) = crate::group::fetch_offsets(router, group.clone(), None).await else {
             continue;
         };
-        for ((topic, partition), offset) in committed {
+        for ((topic, partition), offset, _pending) in committed {
             let Some(offset) = offset else { continue };
             let p = partition.to_string();
             let labels = [
