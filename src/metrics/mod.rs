@@ -85,8 +85,6 @@ pub struct PartitionCounters {
 pub struct ShardMetrics {
     /// Requests that left this core for another shard.
     pub cross_shard_hops: Cell<u64>,
-    pub produce_requests: Cell<u64>,
-    pub fetch_requests: Cell<u64>,
     pub connections_accepted: Cell<u64>,
     /// Connections closed for a malformed or oversized frame.
     pub connections_refused_frames: Cell<u64>,

@@ -145,7 +145,6 @@ async fn start_request(
     if let RequestKind::Produce(produce) = req.body {
         let started = Instant::now();
         metrics::record_stage(Stage::Queue, started - read_at);
-        ShardMetrics::bump(&handlers.router.metrics().produce_requests);
         let done = handlers.produce(produce).await;
         return Ok(runtime::spawn_in(TaskClass::Produce, async move {
             let reply = done.await;
@@ -194,10 +193,7 @@ async fn run_request(
     match body {
         RequestKind::ApiVersions(_) => h.api_versions(),
         RequestKind::Metadata(r) => h.metadata(r, version).await,
-        RequestKind::Fetch(r) => {
-            ShardMetrics::bump(&h.router.metrics().fetch_requests);
-            h.fetch(r, version).await
-        }
+        RequestKind::Fetch(r) => h.fetch(r, version).await,
         RequestKind::ListOffsets(r) => h.list_offsets(r, version).await,
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,

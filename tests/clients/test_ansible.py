@@ -207,6 +207,13 @@ def test_site_brings_up_a_broker_that_serves_produce_and_consume(deployed):
         # A second site.yml changes nothing on a host that is already as described.
         again = playbook(ns, inv, "site.yml", "--skip-tags", "systemd,ready")
         assert recap(again)["changed"] == 0, again[-6000:]
+
+        # rolling_restart.yml rolls a new profile out: the config is rewritten before the
+        # restart (skipped here), and the broker's readiness is checked after it.
+        out = playbook(ns, inv, "rolling_restart.yml", "--skip-tags", "systemd",
+                       "-e", "sluice_profile=throughput")
+        assert 'profile = "throughput"' in (tmp / "etc" / "sluice.toml").read_text()
+        assert "the restart of this play applied it" in out, out[-4000:]
     finally:
         broker.send_signal(signal.SIGTERM)
         try:
