@@ -88,6 +88,8 @@ pub struct ShardMetrics {
     pub connections_accepted: Cell<u64>,
     /// Connections closed for a malformed or oversized frame.
     pub connections_refused_frames: Cell<u64>,
+    /// Connections closed at once because the broker had `max_connections` open.
+    pub connections_refused_limit: Cell<u64>,
     /// Bytes read from and written to client connections.
     pub network_bytes_in: Cell<u64>,
     pub network_bytes_out: Cell<u64>,
@@ -182,6 +184,11 @@ impl ShardMetrics {
                     "connections_refused_frames_total",
                     "Connections closed for a malformed or oversized frame.",
                     self.connections_refused_frames.get(),
+                ),
+                (
+                    "connections_refused_limit_total",
+                    "Connections closed at once because max_connections were open.",
+                    self.connections_refused_limit.get(),
                 ),
                 (
                     "network_received_bytes_total",

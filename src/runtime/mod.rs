@@ -17,6 +17,7 @@ pub use queues::{install_task_queues, spawn_in, task_queue_shares, TaskClass};
 
 pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::sync::{Semaphore, StaticPermit};
 pub use glommio::task::JoinHandle as DetachedTask;
 pub use glommio::timer::sleep;
 pub use glommio::Task;
