@@ -18,4 +18,5 @@ pub mod group;
 pub mod txn;
 pub mod server;
 pub mod bench;
+pub mod tune;
 pub mod cli;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command: ./tests/run.sh [extra pytest args, e.g. -k kill9]
-#  1. installs what the client tests need, idempotently (Debian: kcat jq python3-venv;
-#     a venv at target/pyenv with pytest, confluent-kafka, kafka-python and the codecs),
+#  1. installs what the client tests need, idempotently (Debian: kcat jq python3-venv nftables;
+#     a venv at target/pyenv with pytest, confluent-kafka, kafka-python and the codecs; a venv
+#     at target/ansible-venv with ansible-core and ansible-lint for tests/clients/test_ansible.py),
 #  2. cargo build --release, then cargo test --release,
 #  3. runs the third-party client tests in tests/clients against target/release/sluice.
 # Env: SLUICE_BIN (broker binary), SLUICE_TEST_RECORDS (records per codec, default 100000 for
@@ -15,7 +16,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # --- 1. system packages -------------------------------------------------------------------
 missing=()
-for pkg in kcat jq python3-venv; do
+for pkg in kcat jq python3-venv nftables; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi
@@ -44,6 +45,20 @@ if ! "$PY" -c 'import pytest, confluent_kafka, kafka, lz4, snappy, zstandard' >/
   step "installing Python test clients into $VENV"
   "$PY" -m pip install -q --disable-pip-version-check pytest confluent-kafka kafka-python lz4 python-snappy zstandard
   "$PY" -c 'import pytest, confluent_kafka, kafka, lz4, snappy, zstandard'
+fi
+
+# --- 2b. ansible for the playbook test (pinned: ansible-lint's rules change between releases)
+ANSIBLE_VENV=$ROOT/target/ansible-venv
+ANSIBLE_PINS=(ansible-core==2.19.14 ansible-lint==26.10.1)
+if ! "$ANSIBLE_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  rm -rf "$ANSIBLE_VENV"
+  python3 -m venv "$ANSIBLE_VENV"
+fi
+if ! "$ANSIBLE_VENV/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(any(m.version(n) != v for n, v in (p.split("==") for p in sys.argv[1:])))' \
+    "${ANSIBLE_PINS[@]}" >/dev/null 2>&1; then
+  step "installing ${ANSIBLE_PINS[*]} into $ANSIBLE_VENV"
+  "$ANSIBLE_VENV/bin/python" -m pip install -q --disable-pip-version-check "${ANSIBLE_PINS[@]}"
 fi
 
 # --- 3. build and unit/integration tests of the crate -------------------------------------

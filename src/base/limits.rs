@@ -44,6 +44,14 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 /// Size of one disk read when scanning a segment at recovery.
 pub const RECOVERY_READ_CHUNK: usize = 1024 * 1024;
+/// Largest scheduler share a task queue may have (glommio's scale is 1–1000).
+pub const MAX_TASK_SHARES: usize = 1000;
+/// Longest an idle shard may spin on its rings before sleeping.
+pub const MAX_SPIN_BEFORE_PARK: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest group-commit window: beyond it an fsync'ed produce waits longer than a disk sync.
+pub const MAX_GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+/// Smallest socket buffer a config may ask for (the kernel doubles and floors it anyway).
+pub const MIN_SOCKET_BUFFER_BYTES: usize = 1024;
 /// Broker-wide cap on open client connections (Kafka's `max.connections`; Kafka leaves it
 /// unbounded): past it, new connections are closed at once, so a connection storm cannot
 /// exhaust file descriptors and per-connection buffers.

@@ -10,6 +10,7 @@ mod format;
 mod group;
 mod produce;
 mod topic;
+mod tune;
 mod txn;
 
 use std::path::PathBuf;
@@ -36,7 +37,9 @@ pub enum Command {
     /// Examples:
     ///   sluice broker                                  # 127.0.0.1:9092, data in ./data
     ///   sluice broker --listen 0.0.0.0:9092 --advertised-listener kafka1:9092 --cores 4
-    ///   sluice broker --config tuning/throughput.toml --data-dir /var/lib/sluice
+    ///   sluice broker --profile throughput --data-dir /var/lib/sluice
+    ///   sluice broker --profile latency --config site.toml --metrics-listen 0.0.0.0:9644
+    #[command(verbatim_doc_comment)]
     Broker(BrokerArgs),
     /// Create, list, describe and delete topics.
     ///
@@ -99,6 +102,15 @@ pub enum Command {
     ///   sluice bench plot sluice.json kafka.json -o latency.svg
     #[command(verbatim_doc_comment)]
     Bench(Box<bench::BenchArgs>),
+    /// Tune the host (like `rpk redpanda tune`) or pick a profile for a latency target.
+    ///
+    /// Examples:
+    ///   sluice tune check --data-dir /var/lib/sluice --cores 7
+    ///   sluice tune apply --data-dir /var/lib/sluice --cores 7
+    ///   sluice tune undo
+    ///   sluice tune slo --p99 2ms -b kafka1:9092 --apply-cmd './restart-with.sh' -o site.toml
+    #[command(subcommand, verbatim_doc_comment)]
+    Tune(tune::TuneCommand),
 }
 
 /// Every flag has a config-file key of the same name with underscores.
@@ -107,6 +119,9 @@ pub struct BrokerArgs {
     /// TOML config file; flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Tuning profile under the config file and flags: latency, balanced or throughput
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Data directory [default: ./data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -125,6 +140,9 @@ pub struct BrokerArgs {
     /// fsync (acknowledge after fdatasync, the default) or interval
     #[arg(long, value_parser = parse_durability)]
     pub durability: Option<Durability>,
+    /// host:port of the Prometheus metrics and admin HTTP API [default: off]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -144,6 +162,8 @@ impl BrokerArgs {
             node_id: self.node_id,
             cores: self.cores,
             durability: self.durability,
+            profile: self.profile.clone(),
+            metrics_listen: self.metrics_listen.clone(),
             ..Default::default()
         }
     }
@@ -161,6 +181,7 @@ pub fn main() -> i32 {
         Command::Group(cmd) => group::run(cmd),
         Command::Txn(cmd) => txn::run(cmd),
         Command::Bench(args) => bench::run(*args),
+        Command::Tune(cmd) => tune::run(cmd),
     }
 }
 
@@ -174,7 +195,8 @@ fn run_broker(args: BrokerArgs) -> i32 {
         None => ConfigFile::default(),
     };
     let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let config = match file.overlay(args.overrides()).resolve(available) {
+    let layered = ConfigFile::layered(file, args.overrides());
+    let config = match layered.and_then(|c| c.resolve(available)) {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };

@@ -1,6 +1,10 @@
 //! Broker settings: the TOML config file and command-line overrides, parsed into checked,
 //! typed values. Every command-line flag of `sluice broker` has a key here of the same name
 //! (dashes become underscores). Uses only `base`.
+//!
+//! Settings come in layers, each over the one before: the built-in defaults (the balanced
+//! profile), a tuning profile (`tuning/*.toml`, embedded in the binary and chosen with
+//! `--profile` or the `profile` key), the `--config` file, then the command-line flags.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -177,6 +181,10 @@ pub struct LogSettings {
     pub max_pending_bytes: u64,
     /// The shard's cleaner budget (broker-wide settings, not per topic).
     pub cleaner: CleanerSettings,
+    /// In `fsync` durability, how long the flusher lets appends gather after the first one
+    /// arrives before it writes and fdatasyncs them together (zero: flush at once; appends
+    /// arriving during a flush still share the next one).
+    pub group_commit_window: Duration,
 }
 
 impl Default for LogSettings {
@@ -201,8 +209,53 @@ impl Default for LogSettings {
             timestamp_type: TimestampType::CreateTime,
             max_pending_bytes: limits::DEFAULT_MAX_PENDING_BYTES,
             cleaner: CleanerSettings::default(),
+            group_commit_window: Duration::ZERO,
         }
     }
+}
+
+/// How each shard's executor divides its core and waits for work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Scheduler shares (1–1000) of the task queue that runs produce requests and the log
+    /// flushers (disk writes and fdatasync).
+    pub produce_shares: usize,
+    /// Scheduler shares (1–1000) of the task queue that runs fetch requests and long polls.
+    pub fetch_shares: usize,
+    /// How long an idle shard keeps polling its io_uring rings before it sleeps: a completion
+    /// or message arriving within it is seen without a wake-up, at the cost of a busy core.
+    pub spin_before_park: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            produce_shares: limits::MAX_TASK_SHARES,
+            fetch_shares: limits::MAX_TASK_SHARES,
+            spin_before_park: Duration::ZERO,
+        }
+    }
+}
+
+/// Kernel socket buffer sizes of accepted connections (Kafka's `socket.send.buffer.bytes`
+/// and `socket.receive.buffer.bytes`); `None` keeps the kernel's own, auto-tuned sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SocketBuffers {
+    pub send_bytes: Option<usize>,
+    pub receive_bytes: Option<usize>,
+}
+
+/// The tuning profiles shipped in `tuning/`, embedded so that `--profile` works wherever the
+/// binary is copied.
+pub const PROFILES: [(&str, &str); 3] = [
+    ("latency", include_str!("../../tuning/latency.toml")),
+    ("balanced", include_str!("../../tuning/balanced.toml")),
+    ("throughput", include_str!("../../tuning/throughput.toml")),
+];
+
+/// The text of a built-in profile.
+pub fn profile_text(name: &str) -> Option<&'static str> {
+    PROFILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
 /// The whole broker configuration, checked.
@@ -228,6 +281,14 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_minutes: i64,
+    pub runtime: RuntimeSettings,
+    pub socket_buffers: SocketBuffers,
+    /// A long poll woken by data that does not yet reach the fetch's `min_bytes` waits this
+    /// long (within its `max_wait`) before reading again, so a trickle of small appends is
+    /// read once rather than once per append. Zero: read again at once.
+    pub fetch_debounce: Duration,
+    /// Where the Prometheus metrics and the admin HTTP API listen; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub transaction_state_log_num_partitions: i32,
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
@@ -267,6 +328,16 @@ pub struct ConfigFile {
     pub group_max_session_timeout_ms: Option<i32>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
+    /// A built-in profile the rest of this file (and the flags) layer over.
+    pub profile: Option<String>,
+    pub group_commit_window_us: Option<u64>,
+    pub produce_shares: Option<usize>,
+    pub fetch_shares: Option<usize>,
+    pub spin_before_park_us: Option<u64>,
+    pub socket_send_buffer_bytes: Option<i32>,
+    pub socket_receive_buffer_bytes: Option<i32>,
+    pub fetch_debounce_ms: Option<u64>,
+    pub metrics_listen: Option<String>,
     pub transaction_state_log_num_partitions: Option<i32>,
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<i64>,
@@ -291,6 +362,13 @@ pub enum ConfigError {
     },
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("unknown profile {0:?}: choose latency, balanced or throughput")]
+    UnknownProfile(String),
+    #[error("profile {name}: {source}")]
+    BadProfile {
+        name: String,
+        source: Box<toml::de::Error>,
+    },
 }
 
 impl ConfigFile {
@@ -307,6 +385,25 @@ impl ConfigFile {
 
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// A built-in profile as a config layer.
+    pub fn profile(name: &str) -> Result<Self, ConfigError> {
+        let text = profile_text(name).ok_or_else(|| ConfigError::UnknownProfile(name.into()))?;
+        Self::parse(text).map_err(|source| ConfigError::BadProfile {
+            name: name.into(),
+            source: Box::new(source),
+        })
+    }
+
+    /// The layers of a broker's settings: the profile named by the flags (or else by the
+    /// file), then the file, then the flags.
+    pub fn layered(file: ConfigFile, flags: ConfigFile) -> Result<ConfigFile, ConfigError> {
+        let base = match flags.profile.as_deref().or(file.profile.as_deref()) {
+            Some(name) => Self::profile(name)?,
+            None => ConfigFile::default(),
+        };
+        Ok(base.overlay(file).overlay(flags))
     }
 
     /// Layers `over` on top of `self`: every key set in `over` wins.
@@ -340,6 +437,15 @@ impl ConfigFile {
             group_max_session_timeout_ms,
             offsets_topic_num_partitions,
             offsets_retention_minutes,
+            profile,
+            group_commit_window_us,
+            produce_shares,
+            fetch_shares,
+            spin_before_park_us,
+            socket_send_buffer_bytes,
+            socket_receive_buffer_bytes,
+            fetch_debounce_ms,
+            metrics_listen,
             transaction_state_log_num_partitions,
             transaction_max_timeout_ms,
             transactional_id_expiration_ms,
@@ -353,6 +459,7 @@ impl ConfigFile {
 
     /// Checks every value and fills in defaults.
     pub fn resolve(self, available_cores: usize) -> Result<BrokerConfig, ConfigError> {
+        let runtime = resolve_runtime(&self)?;
         let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:9092".to_owned());
         let listen = listen_text.parse().map_err(|e| ConfigError::Invalid {
             key: "listen",
@@ -381,6 +488,10 @@ impl ConfigFile {
             segment_ms: self.segment_ms.unwrap_or(defaults.segment_ms),
             max_message_bytes: self.message_max_bytes.unwrap_or(defaults.max_message_bytes),
             max_pending_bytes: self.max_pending_bytes.unwrap_or(defaults.max_pending_bytes),
+            group_commit_window: self
+                .group_commit_window_us
+                .map(Duration::from_micros)
+                .unwrap_or(defaults.group_commit_window),
             ..defaults
         };
         check(
@@ -406,6 +517,31 @@ impl ConfigFile {
             "retention_check_interval_ms",
             retention_check_interval_ms >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "group_commit_window_us",
+            log.group_commit_window <= limits::MAX_GROUP_COMMIT_WINDOW,
+            "must be at most 100000 (100 ms)",
+        )?;
+        let socket_buffers = SocketBuffers {
+            send_bytes: socket_buffer("socket_send_buffer_bytes", self.socket_send_buffer_bytes)?,
+            receive_bytes: socket_buffer(
+                "socket_receive_buffer_bytes",
+                self.socket_receive_buffer_bytes,
+            )?,
+        };
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                key: "metrics_listen",
+                reason: format!("{text:?} is not host:port ({e})"),
+            })?),
+        };
+        let fetch_debounce = Duration::from_millis(self.fetch_debounce_ms.unwrap_or(0));
+        check(
+            "fetch_debounce_ms",
+            fetch_debounce.as_millis() <= limits::MAX_FETCH_WAIT_MS as u128,
+            "must be at most 30000",
         )?;
         check(
             "segment_bytes",
@@ -434,6 +570,10 @@ impl ConfigFile {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions.unwrap_or(50),
             offsets_retention_minutes: self.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
+            runtime,
+            socket_buffers,
+            fetch_debounce,
+            metrics_listen,
             transaction_state_log_num_partitions: self
                 .transaction_state_log_num_partitions
                 .unwrap_or(50),
@@ -525,6 +665,52 @@ impl ConfigFile {
     }
 }
 
+fn resolve_runtime(file: &ConfigFile) -> Result<RuntimeSettings, ConfigError> {
+    let defaults = RuntimeSettings::default();
+    let runtime = RuntimeSettings {
+        produce_shares: file.produce_shares.unwrap_or(defaults.produce_shares),
+        fetch_shares: file.fetch_shares.unwrap_or(defaults.fetch_shares),
+        spin_before_park: file
+            .spin_before_park_us
+            .map(Duration::from_micros)
+            .unwrap_or(defaults.spin_before_park),
+    };
+    let shares_ok = |s: usize| (1..=limits::MAX_TASK_SHARES).contains(&s);
+    check(
+        "produce_shares",
+        shares_ok(runtime.produce_shares),
+        "must be between 1 and 1000",
+    )?;
+    check(
+        "fetch_shares",
+        shares_ok(runtime.fetch_shares),
+        "must be between 1 and 1000",
+    )?;
+    check(
+        "spin_before_park_us",
+        runtime.spin_before_park <= limits::MAX_SPIN_BEFORE_PARK,
+        "must be at most 10000 (10 ms)",
+    )?;
+    Ok(runtime)
+}
+
+/// Kafka's convention: -1 keeps the operating system's default; otherwise at least 1 KiB.
+fn socket_buffer(key: &'static str, value: Option<i32>) -> Result<Option<usize>, ConfigError> {
+    match value {
+        None | Some(-1) => Ok(None),
+        Some(n)
+            if (limits::MIN_SOCKET_BUFFER_BYTES..=i32::MAX as usize)
+                .contains(&usize::try_from(n).unwrap_or(0)) =>
+        {
+            Ok(Some(n as usize))
+        }
+        Some(_) => Err(ConfigError::Invalid {
+            key,
+            reason: "must be -1 (the kernel's default) or at least 1024".into(),
+        }),
+    }
+}
+
 fn check(key: &'static str, ok: bool, reason: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
@@ -579,18 +765,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod profile_tests {
-    use super::*;
-
-    #[test]
-    fn every_tuning_profile_parses_and_resolves() {
-        for (name, text) in [
-            ("latency", include_str!("../../tuning/latency.toml")),
-            ("balanced", include_str!("../../tuning/balanced.toml")),
-            ("throughput", include_str!("../../tuning/throughput.toml")),
-        ] {
-            let file = ConfigFile::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
-            file.resolve(2).unwrap_or_else(|e| panic!("{name}: {e}"));
-        }
-    }
-}
+mod profile_tests;

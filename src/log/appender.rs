@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use crate::metrics::{self, Stage};
 use crate::runtime::DmaFile;
 
 const PAGE: u64 = 4096;
@@ -87,11 +88,13 @@ impl SegmentAppender {
         dst[at..].fill(0);
         let tail_start = logical - logical % PAGE as usize;
         let new_partial = dst[tail_start..logical].to_vec();
+        let started = std::time::Instant::now();
         let written = self
             .file
             .write_at(buf, self.aligned_end)
             .await
             .map_err(std::io::Error::from)?;
+        metrics::record_stage(Stage::DiskWrite, started.elapsed());
         if written != padded as usize {
             return Err(std::io::Error::other(format!(
                 "short direct write: {written} of {padded} bytes"
@@ -103,7 +106,10 @@ impl SegmentAppender {
     }
 
     pub async fn sync(&self) -> std::io::Result<()> {
-        self.file.fdatasync().await.map_err(std::io::Error::from)
+        let started = std::time::Instant::now();
+        let synced = self.file.fdatasync().await.map_err(std::io::Error::from);
+        metrics::record_stage(Stage::Fsync, started.elapsed());
+        synced
     }
 
     /// Cuts the zero padding off and syncs: the file then ends at the last batch.

@@ -74,8 +74,21 @@ impl Flusher {
             if self.wake.next().await.is_none() {
                 break;
             }
+            self.gather().await;
         }
         let _ = done.send(());
+    }
+
+    /// Group commit: after the first append of a quiet spell wakes the flusher, waits
+    /// `group_commit_window` so that appends arriving meanwhile share its write and sync.
+    async fn gather(&self) {
+        let window = match self.log.upgrade() {
+            Some(log) if !log.state.borrow().closing => log.settings.borrow().group_commit_window,
+            _ => return,
+        };
+        if !window.is_zero() {
+            runtime::sleep(window).await;
+        }
     }
 
     /// Writes `writes` in order, switching segments where they do, and syncs if the durability
@@ -194,7 +207,10 @@ pub(super) async fn interval_syncer(log: Weak<Log>, mut changed: mpsc::Receiver<
             continue;
         }
         if let Some(file) = file {
-            if let Err(e) = sync_file(&log, &file).await {
+            let started = std::time::Instant::now();
+            let synced = sync_file(&log, &file).await;
+            crate::metrics::record_stage(crate::metrics::Stage::Fsync, started.elapsed());
+            if let Err(e) = synced {
                 if let Some(strong) = log.upgrade() {
                     strong.fail(format!("interval fdatasync failed: {e}"));
                 }

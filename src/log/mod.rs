@@ -9,6 +9,8 @@
 //! State sits in a `RefCell` that is never borrowed across an `.await`. Blocking file-system
 //! calls (index files, directory syncs, markers) run on the shard's blocking thread, never on
 //! its reactor.
+//! Woken after a quiet spell, the flusher first waits the settings' `group_commit_window`
+//! (if any) so that more appends join the same write and sync.
 //!
 //! The durable end is also the high watermark a single-replica partition exposes: a consumer
 //! never sees a batch that a crash could still take away.
@@ -166,7 +168,7 @@ impl Log {
             sync_fault: std::cell::Cell::new(false),
         });
         let flusher = Flusher::new(Rc::downgrade(&log), recovered.appender, rx);
-        runtime::detach(flusher.run(done_tx));
+        runtime::spawn_in(runtime::TaskClass::Produce, flusher.run(done_tx)).detach();
         runtime::detach(flusher::interval_syncer(Rc::downgrade(&log), changed_rx));
         Ok(log)
     }

@@ -753,3 +753,32 @@ fn log_append_time_stamps_stored_batches() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn appends_within_the_group_commit_window_share_one_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let settings = LogSettings {
+            group_commit_window: std::time::Duration::from_millis(500),
+            ..settings(1 << 20)
+        };
+        let log = Log::open(dir.path(), settings).await.unwrap();
+        let syncs = || {
+            crate::metrics::local()
+                .snapshot(0, None)
+                .stages
+                .iter()
+                .find(|(s, _)| *s == crate::metrics::Stage::Fsync)
+                .map_or(0, |(_, h)| h.count())
+        };
+        let before = syncs();
+        let first = log.append(batch_of(1, 1, 10), 0).unwrap();
+        // Without a window the flusher writes and syncs `first` during this pause.
+        runtime::sleep(std::time::Duration::from_millis(5)).await;
+        let second = log.append(batch_of(2, 1, 10), 0).unwrap();
+        log.wait_durable(second.last_offset).await.unwrap();
+        log.wait_durable(first.last_offset).await.unwrap();
+        assert_eq!(syncs() - before, 1, "both appends share one fdatasync");
+        log.close().await.unwrap();
+    });
+}

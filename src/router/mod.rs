@@ -3,7 +3,7 @@
 //! request leaves this core), and merges the answers. It also carries controller requests to
 //! shard 0 and snapshots from the controller to every shard. Uses base, shard, controller.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -70,6 +70,8 @@ pub struct Router {
     controller: RefCell<Option<Rc<Controller>>>,
     metrics: Rc<ShardMetrics>,
     snapshot_seen: RefCell<Option<oneshot::Sender<()>>>,
+    /// See `BrokerConfig::fetch_debounce`.
+    fetch_debounce: Cell<Duration>,
     metadata_queue: mpsc::UnboundedSender<PendingSnapshot>,
 }
 
@@ -95,10 +97,16 @@ impl Router {
             controller: RefCell::new(None),
             metrics,
             snapshot_seen: RefCell::new(Some(first_tx)),
+            fetch_debounce: Cell::new(Duration::ZERO),
             metadata_queue,
         });
         runtime::detach(Self::apply_snapshots(Rc::downgrade(&router), queued));
         (router, first_rx)
+    }
+
+    /// How long a long poll woken below its `min_bytes` waits before reading again.
+    pub fn set_fetch_debounce(&self, debounce: Duration) {
+        self.fetch_debounce.set(debounce);
     }
 
     pub fn set_controller(&self, controller: Rc<Controller>) {
@@ -425,6 +433,11 @@ impl Router {
                 return results;
             }
             self.wait_for_data(&parts, deadline - now).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let debounce = self.fetch_debounce.get().min(left);
+            if !debounce.is_zero() {
+                runtime::sleep(debounce).await;
+            }
             if Instant::now() >= deadline {
                 return self.fetch_once(&parts).await;
             }

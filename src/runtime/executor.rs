@@ -1,6 +1,7 @@
 //! One pinned glommio executor per shard.
 
 use std::future::Future;
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -30,6 +31,21 @@ where
     F: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    run_shards_spinning(shards, Duration::ZERO, main)
+}
+
+/// [`run_shards`] whose executors poll their io_uring rings for `spin_before_park` before
+/// sleeping when idle (zero: sleep at once).
+pub fn run_shards_spinning<G, F, T>(
+    shards: usize,
+    spin_before_park: Duration,
+    main: G,
+) -> std::io::Result<Vec<ShardHandle<T>>>
+where
+    G: Fn(usize) -> F + Clone + Send + 'static,
+    F: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
     let cpus: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
         .into_iter()
@@ -43,9 +59,13 @@ where
             Placement::Fixed(cpus[shard % cpus.len()])
         };
         let main = main.clone();
-        let handle = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{shard}"))
-            .io_memory(IO_MEMORY)
+            .io_memory(IO_MEMORY);
+        if !spin_before_park.is_zero() {
+            builder = builder.spin_before_park(spin_before_park);
+        }
+        let handle = builder
             .spawn(move || main(shard))
             .map_err(|e| std::io::Error::other(format!("cannot start shard {shard}: {e}")))?;
         handles.push(ShardHandle { inner: handle });

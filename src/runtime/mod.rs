@@ -7,11 +7,13 @@ mod alloc;
 mod dirlock;
 mod executor;
 mod mesh;
+mod queues;
 
 pub use alloc::HugeAwareAllocator;
 pub use dirlock::DirLock;
-pub use executor::{run_shards, ShardHandle};
+pub use executor::{run_shards, run_shards_spinning, ShardHandle};
 pub use mesh::{Mesh, MeshReceivers, MeshSenders};
+pub use queues::{install_task_queues, spawn_in, task_queue_shares, TaskClass};
 
 pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 pub use glommio::net::{TcpListener, TcpStream};
@@ -58,6 +60,30 @@ pub fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener>
     // SAFETY: the descriptor is a bound, listening TCP socket whose ownership moves into the
     // listener; nothing else holds it.
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// Sets the kernel send and receive buffer sizes of an accepted connection (Kafka's
+/// `socket.send.buffer.bytes` / `socket.receive.buffer.bytes`); `None` keeps the kernel's
+/// auto-tuned size.
+pub fn set_socket_buffers(
+    stream: &TcpStream,
+    buffers: crate::config::SocketBuffers,
+) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    if let Some(n) = buffers.send_bytes {
+        socket.set_send_buffer_size(n)?;
+    }
+    if let Some(n) = buffers.receive_bytes {
+        socket.set_recv_buffer_size(n)?;
+    }
+    Ok(())
+}
+
+/// The kernel's `(send, receive)` buffer sizes of a connection (Linux reports twice what was
+/// set: the other half is its bookkeeping).
+pub fn socket_buffer_sizes(stream: &TcpStream) -> std::io::Result<(usize, usize)> {
+    let socket = socket2::SockRef::from(stream);
+    Ok((socket.send_buffer_size()?, socket.recv_buffer_size()?))
 }
 
 /// Binds and listens on `addr` without SO_REUSEPORT, then lets go: fails if any process

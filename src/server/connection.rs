@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use futures::channel::mpsc;
@@ -15,10 +16,10 @@ use futures::{SinkExt, Stream, StreamExt};
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{self, ShardMetrics, Stage};
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::frame;
-use crate::runtime::{self, Semaphore, StaticPermit, Task, TcpStream};
+use crate::runtime::{self, Semaphore, StaticPermit, Task, TaskClass, TcpStream};
 
 use super::handlers::{Handlers, Reply};
 
@@ -41,6 +42,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open client connections on every shard.
     pub broker_connections: Arc<AtomicUsize>,
+    /// SO_SNDBUF / SO_RCVBUF set on every accepted connection.
+    pub socket_buffers: crate::config::SocketBuffers,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -62,6 +65,9 @@ pub async fn serve(
     let writer_task = runtime::spawn(write_responses(writer, pending));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
+    // When the read that completed the frames now in `buf` returned: the start of their
+    // queue stage.
+    let mut read_at = Instant::now();
     'conn: loop {
         loop {
             match frame::take_frame(&mut buf, max_frame) {
@@ -70,7 +76,7 @@ pub async fn serve(
                     let Some(permit) = limits.reserve(f.len()).await else {
                         break 'conn;
                     };
-                    let task = match start_request(&handlers, f, &peer).await {
+                    let task = match start_request(&handlers, f, &peer, read_at).await {
                         Ok(task) => task,
                         Err(reason) => {
                             tracing::debug!(%peer, %reason, "closing connection");
@@ -98,6 +104,8 @@ pub async fn serve(
             Either::Left((Ok(n), _)) => n,
             Either::Right(_) => break,
         };
+        read_at = Instant::now();
+        ShardMetrics::add(&handlers.router.metrics().network_bytes_in, n as u64);
         buf.extend_from_slice(&chunk[..n]);
     }
     drop(queue);
@@ -125,6 +133,7 @@ async fn write_responses(
                 if writer.write_all(&frame).await.is_err() {
                     break;
                 }
+                ShardMetrics::add(&metrics::local().network_bytes_out, frame.len() as u64);
                 // Flush only when nothing else is ready, so pipelined answers share a write.
                 if pending.size_hint().0 == 0 && writer.flush().await.is_err() {
                     break;
@@ -141,11 +150,13 @@ async fn write_responses(
     let _ = writer.close().await;
 }
 
-/// Decodes a frame and starts its request. Produce appends before this returns.
+/// Decodes a frame and starts its request. Produce appends before this returns. Produce and
+/// Fetch run in their own task queues (see `runtime::TaskClass`).
 async fn start_request(
     handlers: &Rc<Handlers>,
     f: bytes::Bytes,
     peer: &str,
+    read_at: Instant,
 ) -> Result<Task<Outcome>, String> {
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
@@ -160,6 +171,7 @@ async fn start_request(
         Decoded::Request(req) => req,
     };
     let key = req.api_key;
+    handlers.router.metrics().count_request(key as i16);
     let version = req.header.request_api_version;
     let correlation_id = req.header.correlation_id;
     let encode = move |reply: Reply| -> Outcome {
@@ -169,9 +181,14 @@ async fn start_request(
             .map_err(|e| format!("encoding {key:?} v{version}: {e}"))
     };
     if let RequestKind::Produce(produce) = req.body {
-        ShardMetrics::bump(&handlers.router.metrics().produce_requests);
+        let started = Instant::now();
+        metrics::record_stage(Stage::Queue, started - read_at);
         let done = handlers.produce(produce).await;
-        return Ok(runtime::spawn(async move { done.await.and_then(encode) }));
+        return Ok(runtime::spawn_in(TaskClass::Produce, async move {
+            let reply = done.await;
+            metrics::record_stage(Stage::Produce, started.elapsed());
+            reply.and_then(encode)
+        }));
     }
     let h = handlers.clone();
     let client = ClientInfo {
@@ -183,10 +200,19 @@ async fn start_request(
             .unwrap_or_default(),
         host: format!("/{}", peer.rsplit_once(':').map_or(peer, |(ip, _)| ip)),
     };
-    Ok(runtime::spawn(async move {
+    let work = async move {
+        let started = Instant::now();
+        metrics::record_stage(Stage::Queue, started - read_at);
         let reply = run_request(&h, key, version, req.body, client).await;
+        if key == ApiKey::Fetch {
+            metrics::record_stage(Stage::Fetch, started.elapsed());
+        }
         encode(Some(reply))
-    }))
+    };
+    Ok(match key {
+        ApiKey::Fetch => runtime::spawn_in(TaskClass::Fetch, work),
+        _ => runtime::spawn(work),
+    })
 }
 
 /// Who sent a request, as group membership records it.
@@ -205,10 +231,7 @@ async fn run_request(
     match body {
         RequestKind::ApiVersions(_) => h.api_versions(),
         RequestKind::Metadata(r) => h.metadata(r, version).await,
-        RequestKind::Fetch(r) => {
-            ShardMetrics::bump(&h.router.metrics().fetch_requests);
-            h.fetch(r, version).await
-        }
+        RequestKind::Fetch(r) => h.fetch(r, version).await,
         RequestKind::ListOffsets(r) => h.list_offsets(r, version).await,
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,

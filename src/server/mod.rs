@@ -2,6 +2,7 @@
 //! router, controller (shard 0) and connections, and runs the clean shutdown (stop
 //! accepting, drain in-flight requests, flush and fsync every log). Uses everything above.
 
+mod admin;
 mod configs;
 mod connection;
 mod groups;
@@ -12,7 +13,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,10 @@ struct ShardContext {
     mesh: Mesh<crate::router::MeshMessage>,
     controls: Arc<Mutex<Vec<Option<mpsc::UnboundedReceiver<Control>>>>>,
     ready: std_mpsc::Sender<Result<(), String>>,
+    /// The admin API's address (port resolved), served by shard 0.
+    admin_listen: Option<SocketAddr>,
+    /// True from the moment every shard serves until shutdown begins (readiness).
+    serving: Arc<AtomicBool>,
     /// Client connections open on every shard (bounded by `max_connections`).
     connections: Arc<AtomicUsize>,
 }
@@ -61,7 +66,9 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _lock = DirLock::acquire(&config.data_dir)?;
     runtime::tune_allocator();
     let listen = claim_port(config.listen)?;
+    let admin_listen = config.metrics_listen.map(claim_port).transpose()?;
     let broker = advertised(&config, listen)?;
+    let serving = Arc::new(AtomicBool::new(false));
     let shards = config.cores;
     let (ready_tx, ready_rx) = std_mpsc::channel();
     let mut control_txs = Vec::new();
@@ -78,6 +85,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         mesh: Mesh::new(shards, MESH_CHANNEL_CAPACITY),
         controls: Arc::new(Mutex::new(control_rxs)),
         ready: ready_tx,
+        admin_listen,
+        serving: serving.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
     };
     // The signal handler is installed before any shard starts, so no signal is missed.
@@ -85,7 +94,8 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])?;
-    let handles = runtime::run_shards(shards, move |i| shard_main(i, ctx.clone()))?;
+    let spin = ctx.config.runtime.spin_before_park;
+    let handles = runtime::run_shards_spinning(shards, spin, move |i| shard_main(i, ctx.clone()))?;
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -93,11 +103,16 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
             Err(_) => anyhow::bail!("a shard exited during start-up"),
         }
     }
+    serving.store(true, Ordering::SeqCst);
+    if let Some(admin) = admin_listen {
+        println!("sluice admin: listening on {admin}");
+    }
     println!("sluice ready: listening on {listen}");
     use std::io::Write;
     std::io::stdout().flush()?;
     tracing::info!(%listen, shards, "broker ready");
     let signal = signals.forever().next();
+    serving.store(false, Ordering::SeqCst);
     tracing::info!(?signal, "shutting down");
     run_phase(&control_txs, Control::StopAccepting);
     run_phase(&control_txs, Control::CloseLogs);
@@ -199,6 +214,8 @@ struct RunningShard {
     open_connections: Rc<Cell<usize>>,
     accept_task: Option<runtime::Task<()>>,
     controller: Option<Rc<Controller>>,
+    /// The admin API (shard 0 only); it answers (503 on readiness) until the logs close.
+    admin_task: Option<runtime::Task<()>>,
 }
 
 async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShard> {
@@ -206,8 +223,9 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     runtime::prime_dma_probe(&config.data_dir)
         .await
         .context("priming the DMA probe")?;
+    runtime::install_task_queues(&config.runtime);
     let (senders, receivers) = ctx.mesh.clone().join().await?;
-    let metrics = Rc::new(ShardMetrics::default());
+    let metrics = crate::metrics::local();
     let shard = Shard::new(
         i,
         config.data_dir.clone(),
@@ -224,6 +242,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     ));
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
+    router.set_fetch_debounce(config.fetch_debounce);
     router.serve_mesh(receivers);
     let mut controller = None;
     if i == crate::router::CONTROLLER_SHARD {
@@ -271,6 +290,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         request_budget: request_budget(config),
         max_connections: config.max_connections,
         broker_connections: ctx.connections.clone(),
+        socket_buffers: config.socket_buffers,
     });
     let accept_task = runtime::spawn(accept_loop(
         listener,
@@ -279,12 +299,25 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         stop,
         open_connections.clone(),
     ));
+    let admin_task = match (i, ctx.admin_listen) {
+        (crate::router::CONTROLLER_SHARD, Some(addr)) => {
+            let listener = runtime::bind_listener(addr)
+                .with_context(|| format!("binding the admin API on {addr}"))?;
+            Some(runtime::spawn(admin::serve(
+                listener,
+                router.clone(),
+                ctx.serving.clone(),
+            )))
+        }
+        _ => None,
+    };
     Ok(RunningShard {
         router,
         stop_tx: Some(stop_tx),
         open_connections,
         accept_task: Some(accept_task),
         controller,
+        admin_task,
     })
 }
 
@@ -334,6 +367,9 @@ async fn accept_loop(
             continue;
         }
         ShardMetrics::bump(&handlers.router.metrics().connections_accepted);
+        if let Err(e) = runtime::set_socket_buffers(&stream, limits.socket_buffers) {
+            tracing::warn!(error = %e, "cannot set socket buffer sizes");
+        }
         open.set(open.get() + 1);
         let (h, s, o, l) = (handlers.clone(), stop.clone(), open.clone(), limits.clone());
         runtime::detach(async move {
@@ -353,6 +389,7 @@ impl RunningShard {
                     let _ = done.send(());
                 }
                 Control::CloseLogs(done) => {
+                    drop(self.admin_task.take());
                     self.router.close_partitions().await;
                     drop(self.controller.take());
                     let _ = done.send(());

@@ -18,10 +18,11 @@ use futures::future::{join_all, select_all};
 
 use crate::base::{Clock, KafkaCode, KafkaError, SystemClock, TopicPartition};
 use crate::config::LogSettings;
+use crate::metrics;
 pub use crate::partition::Origin;
 use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
 use crate::protocol::batch::ControlType;
-use crate::runtime;
+use crate::runtime::{self, TaskClass};
 pub use transitions::{Desired, Placement, Role};
 use transitions::{MetadataApplier, Transition};
 
@@ -171,9 +172,10 @@ impl Shard {
             ShardRequest::Produce { parts, acks, reply } => self.produce(parts, acks, reply),
             ShardRequest::Fetch { parts, reply } => {
                 let me = self.clone();
-                runtime::detach(async move {
+                runtime::spawn_in(TaskClass::Fetch, async move {
                     let _ = reply.send(me.fetch(parts).await);
-                });
+                })
+                .detach();
             }
             ShardRequest::WaitForData {
                 parts,
@@ -230,6 +232,12 @@ impl Shard {
             let appended = p
                 .append(&part.records, part.origin, now)
                 .map(|a| a.appended);
+            if appended.is_ok() {
+                metrics::local().on_partition(&part.tp, p.topic_id, |c| {
+                    c.bytes_in += part.records.len() as u64;
+                    c.produce_requests += 1;
+                });
+            }
             waits.push((Some(p), appended));
         }
         runtime::detach(async move {
@@ -292,7 +300,14 @@ impl Shard {
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             let r = match self.partition(&part.tp) {
-                Some(p) => p.read(part.offset, part.max_bytes, part.isolation).await,
+                Some(p) => {
+                    let r = p.read(part.offset, part.max_bytes, part.isolation).await;
+                    metrics::local().on_partition(&part.tp, p.topic_id, |c| {
+                        c.bytes_out += r.records.len() as u64;
+                        c.fetch_requests += 1;
+                    });
+                    r
+                }
                 None => ReadResult {
                     error: Some(not_here()),
                     high_watermark: -1,
