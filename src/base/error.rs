@@ -48,7 +48,7 @@ pub enum KafkaCode {
 }
 
 impl KafkaCode {
-    pub fn code(self) -> i16 {
+    pub const fn code(self) -> i16 {
         self as i16
     }
 }

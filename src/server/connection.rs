@@ -113,12 +113,7 @@ async fn start_request(
 ) -> Result<Task<Outcome>, String> {
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
-        Decoded::UnsupportedApiVersions { correlation_id } => {
-            let frame = codec::unsupported_api_versions_frame(correlation_id);
-            return Ok(runtime::spawn(async move { Ok(Some(frame)) }));
-        }
-        Decoded::ObsoleteProduce(p) => {
-            let frame = (p.acks != 0).then(|| codec::obsolete_produce_frame(&p));
+        Decoded::Refused(frame) => {
             return Ok(runtime::spawn(async move { Ok(frame) }));
         }
         Decoded::Request(req) => req,
