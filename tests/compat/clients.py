@@ -1,0 +1,152 @@
+"""How the compatibility suite runs each client: the Java programs and Kafka's own tools (a
+classpath resolved by setup.sh from tests/compat/java/pom.xml), the Go program (built by
+setup.sh from tests/compat/go), and the kafkajs script (tests/compat/node, installed by setup.sh
+into target/compat/node). Versions come from the same pinned manifests (pom.xml, go.mod, package.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+OUT = REPO / "target" / "compat"
+JAVA_CLASSPATH_FILE = OUT / "java.classpath"
+JAVA_JAR = OUT / "java-build" / "sluice-compat-1.jar"
+GO_BIN = OUT / "bin" / "compat-go"
+NODE_MODULES = OUT / "node" / "node_modules"
+
+# Family names as the README table shows them.
+JAVA = "Java client (kafka-clients)"
+TOOLS = "Kafka tools (kafka-tools)"
+STREAMS = "Kafka Streams"
+CONNECT = "Kafka Connect"
+FRANZ = "franz-go"
+KADM = "franz-go kadm"
+SARAMA = "sarama"
+SARAMA_OLD = "sarama pinned to Kafka 0.10.2 (negotiates nothing)"
+KAFKAJS = "kafkajs"
+
+RUN_TIMEOUT = float(os.environ.get("SLUICE_COMPAT_TIMEOUT", "300"))
+
+
+def _pom():
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    root = ET.parse(HERE / "java" / "pom.xml").getroot()
+    return {p.tag.split("}")[1]: p.text for p in root.find("m:properties", ns)}
+
+
+def _go_version(module):
+    m = re.search(rf"^\s*{re.escape(module)} (v\S+)", (HERE / "go" / "go.mod").read_text(), re.M)
+    return m.group(1) if m else "?"
+
+
+def version_of(family: str) -> str:
+    pom = _pom()
+    kafka = pom.get("kafka.version", "?")
+    if family == CONNECT:
+        return f"{kafka} (connect-file {pom.get('connect.file.version', '?')})"
+    if family in (JAVA, TOOLS, STREAMS):
+        return kafka
+    if family == FRANZ:
+        return _go_version("github.com/twmb/franz-go")
+    if family == KADM:
+        return _go_version("github.com/twmb/franz-go/pkg/kadm")
+    if family in (SARAMA, SARAMA_OLD):
+        return _go_version("github.com/IBM/sarama")
+    if family == KAFKAJS:
+        return json.loads((HERE / "node" / "package.json").read_text())["dependencies"]["kafkajs"]
+    return "?"
+
+
+def first_fail_line(text: str) -> str:
+    """The line a failed check reports: its FAIL line, else pytest's first `E ` line."""
+    for pattern in (r"^FAIL [^\n]*", r"^E\s+[^\n]*"):
+        m = re.search(pattern, text, re.M)
+        if m:
+            return m.group(0)[:300]
+    return text.strip().splitlines()[-1][:300] if text.strip() else ""
+
+
+def java_classpath() -> str:
+    if not JAVA_CLASSPATH_FILE.exists() or not JAVA_JAR.exists():
+        raise AssertionError(f"{JAVA_CLASSPATH_FILE} or {JAVA_JAR} missing: run tests/compat/setup.sh")
+    return f"{JAVA_JAR}:{JAVA_CLASSPATH_FILE.read_text().strip()}"
+
+
+def java_cmd(main_class: str, *args, log_level="warn") -> list[str]:
+    return ["java", "-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            f"-Dorg.slf4j.simpleLogger.defaultLogLevel={log_level}",
+            "-Dorg.slf4j.simpleLogger.logFile=System.err",
+            "-cp", java_classpath(), main_class, *map(str, args)]
+
+
+def run(cmd, timeout=RUN_TIMEOUT, input_text=None, cwd=None) -> subprocess.CompletedProcess:
+    """Runs a client to completion; a client that outlives `timeout` is killed with its children."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=cwd, env=client_env())
+    try:
+        out, err = proc.communicate(input=input_text, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{cmd[:6]}... still running after {timeout}s\nstdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def client_env() -> dict:
+    env = dict(os.environ)
+    env["NODE_PATH"] = str(NODE_MODULES)
+    return env
+
+
+def assert_pass(res: subprocess.CompletedProcess, name: str):
+    """A check program's one PASS line, or the failure with its FAIL line and output."""
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("PASS ", "FAIL "))]
+    if res.returncode == 0 and lines and lines[-1].startswith("PASS "):
+        return lines[-1]
+    summary = lines[-1] if lines else f"FAIL {name}: exit {res.returncode} without a summary line"
+    raise AssertionError(f"{summary}\n--- stdout ---\n{res.stdout[-6000:]}\n--- stderr ---\n{res.stderr[-6000:]}")
+
+
+def java_check(name: str, bootstrap: str, *args, timeout=RUN_TIMEOUT) -> str:
+    return assert_pass(run(java_cmd("sluice.compat.Check", name, bootstrap, *args), timeout=timeout), name)
+
+
+def go_check(name: str, bootstrap: str, timeout=RUN_TIMEOUT) -> str:
+    if not GO_BIN.exists():
+        raise AssertionError(f"{GO_BIN} missing: run tests/compat/setup.sh")
+    return assert_pass(run([str(GO_BIN), name, bootstrap], timeout=timeout), name)
+
+
+def node_check(name: str, bootstrap: str, timeout=RUN_TIMEOUT) -> str:
+    if not NODE_MODULES.exists():
+        raise AssertionError(f"{NODE_MODULES} missing: run tests/compat/setup.sh")
+    return assert_pass(run(["node", str(HERE / "node" / "compat.js"), name, bootstrap], timeout=timeout), name)
+
+
+def tool(main_class: str, *args, input_text=None, timeout=RUN_TIMEOUT) -> subprocess.CompletedProcess:
+    """One of Kafka's command-line tools, run from the kafka-tools jar as its script would."""
+    return run(java_cmd(main_class, *args), input_text=input_text, timeout=timeout)
+
+
+def tool_ok(main_class: str, *args, input_text=None, timeout=RUN_TIMEOUT) -> str:
+    res = tool(main_class, *args, input_text=input_text, timeout=timeout)
+    assert res.returncode == 0, (f"FAIL {main_class.rsplit('.', 1)[-1]} {' '.join(map(str, args))}: exit "
+                                 f"{res.returncode}: {last_error(res)}\n--- stdout ---\n{res.stdout[-4000:]}"
+                                 f"\n--- stderr ---\n{res.stderr[-4000:]}")
+    return res.stdout
+
+
+def last_error(res: subprocess.CompletedProcess) -> str:
+    """The first line of the tool's output that names an error, for the one-line summary."""
+    for line in (res.stderr + "\n" + res.stdout).splitlines():
+        if re.search(r"(Error|Exception|ERROR)", line):
+            return line.strip()[:250]
+    return "(no error line)"
