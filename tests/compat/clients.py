@@ -146,7 +146,8 @@ def tool_ok(main_class: str, *args, input_text=None, timeout=RUN_TIMEOUT) -> str
 
 def last_error(res: subprocess.CompletedProcess) -> str:
     """The first line of the tool's output that names an error, for the one-line summary."""
-    for line in (res.stderr + "\n" + res.stdout).splitlines():
-        if re.search(r"(Error|Exception|ERROR)", line):
-            return line.strip()[:250]
-    return "(no error line)"
+    lines = [ln.strip() for ln in (res.stderr + "\n" + res.stdout).splitlines() if ln.strip()]
+    for line in lines:
+        if re.search(r"(Error|Exception|ERROR|not supported)", line):
+            return line[:250]
+    return lines[0][:250] if lines else "(no output)"
