@@ -18,6 +18,7 @@ REPO = HERE.parents[1]
 OUT = REPO / "target" / "compat"
 JAVA_CLASSPATH_FILE = OUT / "java.classpath"
 JAVA_JAR = OUT / "java-build" / "sluice-compat-1.jar"
+CONNECT_CLASSPATH_FILE = OUT / "connect.classpath"
 GO_BIN = OUT / "bin" / "compat-go"
 NODE_MODULES = OUT / "node" / "node_modules"
 
@@ -35,9 +36,9 @@ KAFKAJS = "kafkajs"
 RUN_TIMEOUT = float(os.environ.get("SLUICE_COMPAT_TIMEOUT", "300"))
 
 
-def _pom():
+def _pom(path=HERE / "java" / "pom.xml"):
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
-    root = ET.parse(HERE / "java" / "pom.xml").getroot()
+    root = ET.parse(path).getroot()
     return {p.tag.split("}")[1]: p.text for p in root.find("m:properties", ns)}
 
 
@@ -47,12 +48,10 @@ def _go_version(module):
 
 
 def version_of(family: str) -> str:
-    pom = _pom()
-    kafka = pom.get("kafka.version", "?")
     if family == CONNECT:
-        return f"{kafka} (connect-file {pom.get('connect.file.version', '?')})"
+        return _pom(HERE / "java" / "connect" / "pom.xml").get("connect.version", "?")
     if family in (JAVA, TOOLS, STREAMS):
-        return kafka
+        return _pom().get("kafka.version", "?")
     if family == FRANZ:
         return _go_version("github.com/twmb/franz-go")
     if family == KADM:
@@ -66,10 +65,10 @@ def version_of(family: str) -> str:
 
 def first_fail_line(text: str) -> str:
     """The line a failed check reports: its FAIL line, else pytest's first `E ` line."""
-    for pattern in (r"^FAIL [^\n]*", r"^E\s+[^\n]*"):
+    for pattern in (r"FAIL [^\n]*", r"^E\s+[^\n]*"):
         m = re.search(pattern, text, re.M)
         if m:
-            return m.group(0)[:300]
+            return re.sub(r"^E\s+(AssertionError: )?", "", m.group(0))[:300]
     return text.strip().splitlines()[-1][:300] if text.strip() else ""
 
 
@@ -79,11 +78,17 @@ def java_classpath() -> str:
     return f"{JAVA_JAR}:{JAVA_CLASSPATH_FILE.read_text().strip()}"
 
 
-def java_cmd(main_class: str, *args, log_level="warn") -> list[str]:
+def connect_classpath() -> str:
+    if not CONNECT_CLASSPATH_FILE.exists():
+        raise AssertionError(f"{CONNECT_CLASSPATH_FILE} missing: run tests/compat/setup.sh")
+    return CONNECT_CLASSPATH_FILE.read_text().strip()
+
+
+def java_cmd(main_class: str, *args, log_level="warn", classpath=None) -> list[str]:
     return ["java", "-Xms64m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
             f"-Dorg.slf4j.simpleLogger.defaultLogLevel={log_level}",
             "-Dorg.slf4j.simpleLogger.logFile=System.err",
-            "-cp", java_classpath(), main_class, *map(str, args)]
+            "-cp", classpath or java_classpath(), main_class, *map(str, args)]
 
 
 def run(cmd, timeout=RUN_TIMEOUT, input_text=None, cwd=None) -> subprocess.CompletedProcess:

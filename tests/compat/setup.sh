@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and builds every client of the compatibility suite, idempotently, from the registries:
-#   Maven Central -> target/compat/m2 (kafka-clients, kafka-streams, kafka-tools, connect-*,
-#                    pinned in tests/compat/java/pom.xml), the Java checks built once into
-#                    target/compat/java-build, their classpath in target/compat/java.classpath;
+#   Maven Central -> target/compat/m2 (kafka-clients, kafka-streams, kafka-tools pinned in
+#                    tests/compat/java/pom.xml, connect-* in tests/compat/java/connect/pom.xml),
+#                    the Java checks built once into target/compat/java-build, the classpaths in
+#                    target/compat/java.classpath and target/compat/connect.classpath;
 #   Go module proxy -> target/compat/gomod (franz-go, kadm, sarama pinned in tests/compat/go/go.mod),
 #                    one binary target/compat/bin/compat-go;
 #   npm           -> target/compat/node (kafkajs pinned exactly in tests/compat/node/package.json;
@@ -23,10 +24,12 @@ done
 stamp_of() { find "$@" -type f -not -path '*/node_modules/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16; }
 
 java_stamp=$(stamp_of "$ROOT/tests/compat/java")
-if [ "$(cat "$OUT/java.stamp" 2>/dev/null)" != "$java_stamp" ] || [ ! -s "$OUT/java.classpath" ]; then
+if [ "$(cat "$OUT/java.stamp" 2>/dev/null)" != "$java_stamp" ] || [ ! -s "$OUT/java.classpath" ] || [ ! -s "$OUT/connect.classpath" ]; then
   step "Java checks and Kafka tools (Maven Central -> $OUT/m2)"
   mvn -B -q -f "$ROOT/tests/compat/java/pom.xml" -Dmaven.repo.local="$OUT/m2" \
     package dependency:build-classpath -Dmdep.outputFile="$OUT/java.classpath"
+  mvn -B -q -f "$ROOT/tests/compat/java/connect/pom.xml" -Dmaven.repo.local="$OUT/m2" \
+    dependency:build-classpath -Dmdep.outputFile="$OUT/connect.classpath"
   echo "$java_stamp" >"$OUT/java.stamp"
 fi
 
