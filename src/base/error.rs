@@ -40,10 +40,15 @@ pub enum KafkaCode {
     GroupIdNotFound = 69,
     NonEmptyGroup = 68,
     MemberIdRequired = 79,
+    GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
     UnknownTopicId = 100,
     InconsistentTopicId = 103,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     UnknownServerError = -1,
 }
 

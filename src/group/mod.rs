@@ -6,6 +6,8 @@
 //! at start. Each shard's shell sits in a thread-local, set up once by [`install`]: it is
 //! touched only by that shard's own tasks. Uses base, protocol, router (and shard's types).
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
