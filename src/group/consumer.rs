@@ -142,6 +142,9 @@ pub struct ConsumerGroup {
     pub target: BTreeMap<String, Assignment>,
     /// Partition counts of the subscribed topics the target was computed from.
     partitions_seen: BTreeMap<String, i32>,
+    /// Membership changed outside a heartbeat (a session expired): the next heartbeat
+    /// recomputes the target.
+    needs_assignment: bool,
 }
 
 impl ConsumerGroup {
@@ -190,7 +193,7 @@ impl ConsumerGroup {
         }
         let id = hb.member_id.clone();
         let changed = self.update_member(hb, now);
-        if changed || self.partitions_changed(partitions) {
+        if changed || self.needs_assignment || self.partitions_changed(partitions) {
             self.recompute_target(partitions);
         }
         let member = self.members.get(&id).cloned().unwrap_or_default();
@@ -337,6 +340,7 @@ impl ConsumerGroup {
     /// A new group epoch and the target assignment for it.
     fn recompute_target(&mut self, partitions: &BTreeMap<String, i32>) {
         self.group_epoch += 1;
+        self.needs_assignment = false;
         self.assignor = self
             .members
             .values()
@@ -425,19 +429,18 @@ impl ConsumerGroup {
         }
     }
 
-    /// Removes members silent for the session timeout; true if any was.
-    pub fn expire(
-        &mut self,
-        now: i64,
-        partitions: &BTreeMap<String, i32>,
-        config: &ConsumerGroupConfig,
-    ) -> bool {
+    /// Removes members silent for the session timeout; true if any was. The target is
+    /// recomputed at the next heartbeat (which knows the partition counts).
+    pub fn expire(&mut self, now: i64, config: &ConsumerGroupConfig) -> bool {
         let before = self.members.len();
         self.members
             .retain(|_, m| m.last_heartbeat_ms + config.session_timeout_ms > now);
         let expired = self.members.len() != before;
         if expired {
-            self.recompute_target(partitions);
+            self.group_epoch += 1;
+            self.needs_assignment = true;
+            let live: BTreeSet<String> = self.members.keys().cloned().collect();
+            self.target.retain(|id, _| live.contains(id));
         }
         expired
     }

@@ -222,10 +222,10 @@ fn silent_member_expires_after_the_session_timeout() {
     a.beat(&mut g, &p, 0);
     b.beat(&mut g, &p, 0);
     let timeout = config().session_timeout_ms;
-    assert!(!g.expire(timeout - 1, &p, &config()));
+    assert!(!g.expire(timeout - 1, &config()));
     a.beat(&mut g, &p, timeout - 1);
     assert!(
-        g.expire(timeout, &p, &config()),
+        g.expire(timeout, &config()),
         "b was silent for the session timeout"
     );
     assert_eq!(g.members.keys().collect::<Vec<_>>(), vec!["a"]);

@@ -184,6 +184,11 @@ async fn run_request(
         RequestKind::ListGroups(r) => h.list_groups(r, version).await,
         RequestKind::DeleteGroups(r) => h.delete_groups(r).await,
         RequestKind::OffsetDelete(r) => h.offset_delete(r).await,
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            h.consumer_group_heartbeat(r, version, client.id, client.host)
+                .await
+        }
+        RequestKind::ConsumerGroupDescribe(r) => h.consumer_group_describe(r, version).await,
         other => unreachable!("{key:?} is in the version table but has no handler: {other:?}"),
     }
 }
