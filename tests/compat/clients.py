@@ -63,13 +63,21 @@ def version_of(family: str) -> str:
     return "?"
 
 
-def first_fail_line(text: str) -> str:
-    """The line a failed check reports: its FAIL line, else pytest's first `E ` line."""
-    for pattern in (r"FAIL [^\n]*", r"^E\s+[^\n]*"):
-        m = re.search(pattern, text, re.M)
-        if m:
-            return re.sub(r"^E\s+(AssertionError: )?", "", m.group(0))[:300]
-    return text.strip().splitlines()[-1][:300] if text.strip() else ""
+def failure_summary(message: str) -> str:
+    """One line for the README: the check's FAIL line and, when the client logged one, the
+    root cause (the last `Caused by:` or the UnsupportedVersionException it saw)."""
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    summary = next((ln for ln in lines if ln.startswith("FAIL ")), lines[0])
+    summary = re.sub(r"^FAIL \S+: ", "", summary)
+    causes = [m.group(1) for ln in lines for m in [re.search(r"Caused by: (.*)", ln)] if m]
+    unsupported = [m.group(0) for ln in lines
+                   for m in [re.search(r"(The node does not support \w+|\w+ API is not supported[^.]*)", ln)] if m]
+    root = (unsupported or causes or [""])[-1]
+    if root and root not in summary:
+        summary = f"{summary} (cause: {root})"
+    return summary[:400]
 
 
 def java_classpath() -> str:
@@ -143,9 +151,9 @@ def tool(main_class: str, *args, input_text=None, timeout=RUN_TIMEOUT) -> subpro
 
 def tool_ok(main_class: str, *args, input_text=None, timeout=RUN_TIMEOUT) -> str:
     res = tool(main_class, *args, input_text=input_text, timeout=timeout)
-    assert res.returncode == 0, (f"FAIL {main_class.rsplit('.', 1)[-1]} {' '.join(map(str, args))}: exit "
-                                 f"{res.returncode}: {last_error(res)}\n--- stdout ---\n{res.stdout[-4000:]}"
-                                 f"\n--- stderr ---\n{res.stderr[-4000:]}")
+    assert res.returncode == 0, (f"FAIL {main_class.rsplit('.', 1)[-1]}: exit {res.returncode}: {last_error(res)}"
+                                 f"\n$ {main_class} {' '.join(map(str, args))}"
+                                 f"\n--- stdout ---\n{res.stdout[-4000:]}\n--- stderr ---\n{res.stderr[-4000:]}")
     return res.stdout
 
 

@@ -49,7 +49,7 @@ def pytest_runtest_logreport(report):
     if item_marks is None:
         return
     family, check = item_marks
-    detail = clients.first_fail_line(report.longreprtext) if report.failed else ""
+    detail = clients.failure_summary(getattr(report, "_compat_error", "") or report.longreprtext) if report.failed else ""
     _results.append({"family": family, "version": clients.version_of(family), "check": check,
                      "outcome": "pass" if report.passed else ("skip" if report.skipped else "fail"),
                      "detail": detail, "test": report.nodeid})
@@ -62,6 +62,8 @@ def pytest_runtest_makereport(item, call):  # noqa: F811  (wraps the fixtures' h
     mark = item.get_closest_marker("compat")
     if mark is not None:
         rep._compat = (mark.args[0], mark.args[1])
+        if call.excinfo is not None:
+            rep._compat_error = str(call.excinfo.value)
     if rep.failed:
         for b in item.__dict__.get("_sluice_brokers", []):
             rep.sections.append((f"sluice {b.name} log ({b.bootstrap if b.port else 'never ready'})",

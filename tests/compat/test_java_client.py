@@ -6,7 +6,7 @@ import clients
 from clients import JAVA
 
 
-@pytest.mark.compat(JAVA, "produce/consume keyed records in every codec, classic group, resume from commit")
+@pytest.mark.compat(JAVA, "defaults (idempotent, acks=all): keyed records in every codec, classic group, resume from commit")
 def test_java_client_defaults_every_codec(broker):
     clients.java_check("codecs", broker.bootstrap)
 
