@@ -15,6 +15,7 @@ pub mod shard;
 pub mod controller;
 pub mod router;
 pub mod group;
+pub mod txn;
 pub mod server;
 pub mod bench;
 pub mod cli;

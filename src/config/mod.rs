@@ -66,6 +66,10 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     pub offsets_topic_num_partitions: i32,
     pub offsets_retention_minutes: i64,
+    pub transaction_state_log_num_partitions: i32,
+    pub transaction_max_timeout_ms: i32,
+    pub transactional_id_expiration_ms: i64,
+    pub producer_id_expiration_ms: i64,
 }
 
 /// The file form: every key optional, absent keys take Kafka's defaults.
@@ -93,6 +97,10 @@ pub struct ConfigFile {
     pub group_max_session_timeout_ms: Option<i32>,
     pub offsets_topic_num_partitions: Option<i32>,
     pub offsets_retention_minutes: Option<i64>,
+    pub transaction_state_log_num_partitions: Option<i32>,
+    pub transaction_max_timeout_ms: Option<i32>,
+    pub transactional_id_expiration_ms: Option<i64>,
+    pub producer_id_expiration_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +161,11 @@ impl ConfigFile {
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             offsets_topic_num_partitions,
-            offsets_retention_minutes
+            offsets_retention_minutes,
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
+            transactional_id_expiration_ms,
+            producer_id_expiration_ms
         )
     }
 
@@ -210,7 +222,35 @@ impl ConfigFile {
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions.unwrap_or(50),
             offsets_retention_minutes: self.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
+            transaction_state_log_num_partitions: self
+                .transaction_state_log_num_partitions
+                .unwrap_or(50),
+            transaction_max_timeout_ms: self.transaction_max_timeout_ms.unwrap_or(900_000),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .unwrap_or(7 * 24 * 3600 * 1000),
+            producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(24 * 3600 * 1000),
         };
+        check(
+            "transaction_state_log_num_partitions",
+            config.transaction_state_log_num_partitions >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "transaction_max_timeout_ms",
+            config.transaction_max_timeout_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "transactional_id_expiration_ms",
+            config.transactional_id_expiration_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "producer_id_expiration_ms",
+            config.producer_id_expiration_ms >= 1,
+            "must be at least 1",
+        )?;
         check(
             "offsets_topic_num_partitions",
             config.offsets_topic_num_partitions >= 1,

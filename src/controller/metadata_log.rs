@@ -28,6 +28,10 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
+    /// Producer ids below `next_producer_id` are handed out (KRaft's ProducerIdsRecord).
+    ProducerIds {
+        next_producer_id: i64,
+    },
 }
 
 pub struct MetadataLog {

@@ -172,6 +172,15 @@ impl Controller {
         results
     }
 
+    /// Hands out the next block of `count` producer ids, durably, as `(first, count)`.
+    pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), KafkaError> {
+        let first = self.snapshot().next_producer_id;
+        self.commit(MetadataRecord::ProducerIds {
+            next_producer_id: first + count,
+        })?;
+        Ok((first, count))
+    }
+
     /// Appends a record durably, then applies it to a new snapshot.
     fn commit(&self, record: MetadataRecord) -> Result<(), KafkaError> {
         self.log

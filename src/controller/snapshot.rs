@@ -38,6 +38,8 @@ pub struct ClusterSnapshot {
     pub controller_id: i32,
     pub brokers: Vec<BrokerInfo>,
     pub topics: BTreeMap<String, TopicInfo>,
+    /// The first producer id not yet handed out.
+    pub next_producer_id: i64,
 }
 
 impl ClusterSnapshot {
@@ -47,6 +49,7 @@ impl ClusterSnapshot {
             controller_id: broker.node_id,
             brokers: vec![broker],
             topics: BTreeMap::new(),
+            next_producer_id: 0,
         }
     }
 
@@ -123,6 +126,9 @@ impl ClusterSnapshot {
             }
             MetadataRecord::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }

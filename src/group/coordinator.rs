@@ -132,8 +132,9 @@ impl Coordinator {
         format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 
-    /// Applies a record read back from `__consumer_offsets` at start-up.
-    pub fn load(&mut self, record: OffsetsRecord, now: i64) {
+    /// Applies a record read back from `__consumer_offsets` at start-up; `txn_producer` is
+    /// the producer id of a transactional offset commit (pending until its marker).
+    pub fn load(&mut self, record: OffsetsRecord, txn_producer: Option<i64>, now: i64) {
         match record {
             OffsetsRecord::Offset {
                 group,
@@ -145,11 +146,17 @@ impl Coordinator {
                     .groups
                     .entry(group.clone())
                     .or_insert_with(|| Group::new(&group, now));
-                match value {
-                    Some(v) => {
+                match (value, txn_producer) {
+                    (Some(v), Some(pid)) => {
+                        g.pending_txn
+                            .entry(pid)
+                            .or_default()
+                            .insert((topic, partition), v);
+                    }
+                    (Some(v), None) => {
                         g.offsets.insert((topic, partition), v);
                     }
-                    None => {
+                    (None, _) => {
                         g.offsets.remove(&(topic, partition));
                     }
                 }
@@ -369,8 +376,10 @@ impl Coordinator {
         (KafkaCode::None, codes, out)
     }
 
-    /// Checks an OffsetCommit and, if allowed, records the offsets. Returns the error for
-    /// every partition, or the stored values to persist.
+    /// Checks an OffsetCommit (or a TxnOffsetCommit). Nothing is recorded yet: the caller
+    /// persists the offsets and then calls [`Coordinator::apply_commit`] (or
+    /// [`Coordinator::add_txn_offsets`]), so OffsetFetch never sees an offset that is not
+    /// durable. Returns the offsets to persist.
     pub fn commit(
         &mut self,
         group_id: &str,
@@ -388,13 +397,11 @@ impl Coordinator {
                     return Err(KafkaCode::UnknownMemberId);
                 }
                 cg.validate_commit(&who.member_id, who.generation)?;
-                let g = self
-                    .groups
+                // The classic table holds a consumer group's offsets; make sure its entry
+                // exists so apply_commit / add_txn_offsets find it once the write is durable.
+                self.groups
                     .entry(group_id.to_owned())
                     .or_insert_with(|| Group::new(group_id, now));
-                for (k, v) in &offsets {
-                    g.offsets.insert(k.clone(), v.clone());
-                }
                 return Ok(offsets);
             }
         }
@@ -413,31 +420,64 @@ impl Coordinator {
                 m.last_heartbeat_ms = now;
             }
         }
-        for (k, v) in &offsets {
-            g.offsets.insert(k.clone(), v.clone());
-        }
         Ok(offsets)
     }
 
-    /// Committed offsets of `group` for the partitions asked (all when `None`).
+    /// Records offsets whose commit is durable.
+    pub fn apply_commit(&mut self, group_id: &str, offsets: &OffsetCommits) {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            for (k, v) in offsets {
+                g.offsets.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    /// Records offsets a transaction committed durably (they count when it commits).
+    pub fn add_txn_offsets(&mut self, group_id: &str, producer_id: i64, offsets: &OffsetCommits) {
+        if let Some(g) = self.groups.get_mut(group_id) {
+            let pending = g.pending_txn.entry(producer_id).or_default();
+            for (k, v) in offsets {
+                pending.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    /// A transaction of `producer_id` ended: its offsets become committed, or are dropped.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        for g in self.groups.values_mut() {
+            let Some(pending) = g.pending_txn.remove(&producer_id) else {
+                continue;
+            };
+            if commit {
+                g.offsets.extend(pending);
+            }
+        }
+    }
+
+    /// Committed offsets of `group` for the partitions asked (all when `None`), with whether
+    /// an open transaction holds an offset for that partition (OffsetFetch's
+    /// UNSTABLE_OFFSET_COMMIT when the caller requires stable offsets).
     pub fn fetch_offsets(
         &self,
         group_id: &str,
         wanted: Option<&[(String, i32)]>,
-    ) -> Vec<((String, i32), Option<CommittedOffset>)> {
-        let offsets = self.groups.get(group_id).map(|g| &g.offsets);
+    ) -> Vec<((String, i32), Option<CommittedOffset>, bool)> {
+        let Some(g) = self.groups.get(group_id) else {
+            return wanted
+                .map(|list| list.iter().map(|k| (k.clone(), None, false)).collect())
+                .unwrap_or_default();
+        };
+        let unstable = |k: &(String, i32)| g.pending_txn.values().any(|p| p.contains_key(k));
         match wanted {
             Some(list) => list
                 .iter()
-                .map(|k| (k.clone(), offsets.and_then(|o| o.get(k)).cloned()))
+                .map(|k| (k.clone(), g.offsets.get(k).cloned(), unstable(k)))
                 .collect(),
-            None => offsets
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), Some(v.clone())))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            None => g
+                .offsets
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone()), unstable(k)))
+                .collect(),
         }
     }
 

@@ -20,20 +20,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::channel::oneshot;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
 use crate::controller::NewTopic;
+use crate::partition::Isolation;
+use crate::protocol::batch;
 use crate::router::Router;
 use crate::runtime;
-use crate::shard::{FetchPart, ProducePart};
+use crate::shard::{FetchPart, Origin, ProducePart};
 
 pub use consumer::{ConsumerGroup, Heartbeat, HeartbeatReply};
-pub use coordinator::{Coordinator, GroupDescription, MemberRef};
+pub use coordinator::{Coordinator, GroupDescription, MemberRef, OffsetCommits};
 pub use records::CommittedOffset;
 pub use state::{GroupConfig, GroupState, JoinRequest, JoinResult, Output, SyncResult, Token};
 
@@ -108,6 +108,7 @@ async fn load_owned_partitions(shell: &GroupShard) {
                 tp: TopicPartition::new(OFFSETS_TOPIC, p),
                 offset,
                 max_bytes: 4 << 20,
+                isolation: Isolation::ReadUncommitted,
             };
             let read = shell.router.fetch_once(&[part]).await.remove(0);
             if read.error.is_some() || read.records.is_empty() {
@@ -121,8 +122,18 @@ async fn load_owned_partitions(shell: &GroupShard) {
             for set in sets {
                 for r in set.records {
                     offset = offset.max(r.offset + 1);
+                    if r.control {
+                        if let Some(commit) = r.key.as_deref().and_then(marker_commits) {
+                            shell
+                                .coordinator
+                                .borrow_mut()
+                                .complete_txn(r.producer_id, commit);
+                        }
+                        continue;
+                    }
+                    let txn_producer = r.transactional.then_some(r.producer_id);
                     if let Some(rec) = r.key.and_then(|k| records::decode(k, r.value)) {
-                        shell.coordinator.borrow_mut().load(rec, now);
+                        shell.coordinator.borrow_mut().load(rec, txn_producer, now);
                         loaded += 1;
                     }
                 }
@@ -190,11 +201,31 @@ impl GroupShard {
     }
 }
 
+/// Whether a transaction marker's control key (version i16, type i16) says commit.
+fn marker_commits(key: &[u8]) -> Option<bool> {
+    match key {
+        [_, _, 0, 0] => Some(false),
+        [_, _, 0, 1] => Some(true),
+        _ => None,
+    }
+}
+
 /// Writes records for `group` to its offsets partition and waits until they are durable.
 async fn persist(
     router: &Router,
     group: &str,
     kvs: Vec<(Bytes, Option<Bytes>)>,
+) -> Result<(), KafkaCode> {
+    persist_as(router, group, kvs, None).await
+}
+
+/// As [`persist`], written inside the transaction of `producer` when given (a transactional
+/// batch with the producer's id and epoch, no sequence numbers, as Kafka's coordinator does).
+async fn persist_as(
+    router: &Router,
+    group: &str,
+    kvs: Vec<(Bytes, Option<Bytes>)>,
+    producer: Option<(i64, i16)>,
 ) -> Result<(), KafkaCode> {
     let snap = router.snapshot();
     let partitions = snap
@@ -205,36 +236,18 @@ async fn persist(
         return Err(KafkaCode::CoordinatorNotAvailable);
     }
     let partition = records::partition_for(group, partitions);
-    let now = now_ms();
-    let recs: Vec<Record> = kvs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-        })
+    let simple: Vec<batch::SimpleRecord> = kvs
+        .iter()
+        .map(|(k, v)| (Some(&k[..]), v.as_deref()))
         .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &options)
-        .map_err(|_| KafkaCode::UnknownServerError)?;
+    let mut built = batch::build_batch(0, now_ms(), &simple);
+    if let Some((producer_id, epoch)) = producer {
+        batch::stamp_producer(&mut built, producer_id, epoch, 0, true);
+    }
     let part = ProducePart {
         tp: TopicPartition::new(OFFSETS_TOPIC, partition),
-        records: buf.freeze(),
+        records: Bytes::from(built),
+        origin: Origin::Coordinator,
     };
     let done = router.submit_produce(vec![part], -1).await;
     match done.await.into_iter().next().and_then(|o| o.error) {
@@ -385,17 +398,11 @@ pub async fn commit(
             Ok(stored) => stored,
             Err(code) => return vec![code; n],
         };
-        let kvs = stored
-            .iter()
-            .map(|((t, p), v)| {
-                (
-                    records::offset_key(&g, t, *p),
-                    Some(records::offset_value(v)),
-                )
-            })
-            .collect();
-        match persist(&s.router, &g, kvs).await {
-            Ok(()) => vec![KafkaCode::None; n],
+        match persist(&s.router, &g, offset_records(&g, &stored)).await {
+            Ok(()) => {
+                s.coordinator.borrow_mut().apply_commit(&g, &stored);
+                vec![KafkaCode::None; n]
+            }
             Err(code) => vec![code; n],
         }
     })
@@ -403,12 +410,84 @@ pub async fn commit(
     result.unwrap_or_else(|code| vec![code; n])
 }
 
-/// Committed offsets (None where nothing is committed); `wanted` None means all.
+fn offset_records(group: &str, offsets: &OffsetCommits) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
+        .iter()
+        .map(|((t, p), v)| {
+            (
+                records::offset_key(group, t, *p),
+                Some(records::offset_value(v)),
+            )
+        })
+        .collect()
+}
+
+/// TxnOffsetCommit: writes the offsets inside `producer`'s transaction; they count once the
+/// transaction commits. One code per partition, in order.
+pub async fn txn_commit(
+    router: &Router,
+    group: String,
+    who: MemberRef,
+    producer: (i64, i16),
+    offsets: Vec<((String, i32), CommittedOffset)>,
+) -> Vec<KafkaCode> {
+    let n = offsets.len();
+    let g = group.clone();
+    let result = on_coordinator(router, &group, move |s| async move {
+        let accepted = s
+            .coordinator
+            .borrow_mut()
+            .commit(&g, &who, offsets, now_ms());
+        let stored = match accepted {
+            Ok(stored) => stored,
+            Err(code) => return vec![code; n],
+        };
+        match persist_as(&s.router, &g, offset_records(&g, &stored), Some(producer)).await {
+            Ok(()) => {
+                s.coordinator
+                    .borrow_mut()
+                    .add_txn_offsets(&g, producer.0, &stored);
+                vec![KafkaCode::None; n]
+            }
+            Err(code) => vec![code; n],
+        }
+    })
+    .await;
+    result.unwrap_or_else(|code| vec![code; n])
+}
+
+/// A transaction of `producer_id` that wrote to `__consumer_offsets` partition `partition`
+/// ended (its marker is written there): its offsets become committed, or are dropped.
+pub async fn complete_txn(router: &Router, partition: i32, producer_id: i64, commit: bool) {
+    let snap = router.snapshot();
+    let Some(shard) = snap
+        .partition(OFFSETS_TOPIC, partition)
+        .map(|p| router.shard_of(p.shard))
+    else {
+        return;
+    };
+    let (tx, rx) = oneshot::channel();
+    router
+        .invoke_on(
+            shard,
+            Box::new(move || {
+                if let Some(s) = local() {
+                    s.coordinator.borrow_mut().complete_txn(producer_id, commit);
+                }
+                let _ = tx.send(());
+            }),
+        )
+        .await;
+    let _ = rx.await;
+}
+
+/// Committed offsets (None where nothing is committed) and whether an open transaction holds
+/// a newer one; `wanted` None means all.
 pub async fn fetch_offsets(
     router: &Router,
     group: String,
     wanted: Option<Vec<(String, i32)>>,
-) -> Result<Vec<((String, i32), Option<CommittedOffset>)>, KafkaCode> {
+) -> Result<Vec<((String, i32), Option<CommittedOffset>, bool)>, KafkaCode> {
     let g = group.clone();
     on_coordinator(router, &group, move |s| async move {
         s.coordinator.borrow().fetch_offsets(&g, wanted.as_deref())

@@ -157,6 +157,9 @@ pub struct Group {
     /// Member ids handed out by MEMBER_ID_REQUIRED, with the time they lapse.
     pub pending: HashMap<String, i64>,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside open transactions, by producer id: they count once the
+    /// transaction commits and vanish if it aborts.
+    pub pending_txn: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     pub rebalance_deadline_ms: i64,
     pub initial_delay_until_ms: i64,
     pub state_since_ms: i64,
@@ -174,6 +177,7 @@ impl Group {
             members: Vec::new(),
             pending: HashMap::new(),
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
             rebalance_deadline_ms: 0,
             initial_delay_until_ms: 0,
             state_since_ms: now,

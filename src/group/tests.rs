@@ -143,10 +143,100 @@ fn stale_generation_commit_is_refused() {
         c.commit(G, &stale, vec![(("t".into(), 0), off.clone())], 1),
         Err(KafkaCode::IllegalGeneration)
     );
-    assert!(c
+    let stored = c
         .commit(G, &who(&c, &m1), vec![(("t".into(), 0), off)], 1)
-        .is_ok());
+        .unwrap();
+    // Not visible until the caller has made it durable.
+    assert!(c.fetch_offsets(G, None).is_empty());
+    c.apply_commit(G, &stored);
     assert_eq!(c.fetch_offsets(G, None)[0].1.as_ref().unwrap().offset, 5);
+}
+
+#[test]
+fn transactional_offsets_count_only_after_the_commit_marker() {
+    let mut c = Coordinator::new(config());
+    let simple = MemberRef {
+        generation: -1,
+        member_id: String::new(),
+        instance_id: None,
+    };
+    let off = |offset| CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    let tp = ("t".to_string(), 0);
+    let stored = c.commit(G, &simple, vec![(tp.clone(), off(7))], 0).unwrap();
+    c.add_txn_offsets(G, 42, &stored);
+    let fetched = c.fetch_offsets(G, Some(std::slice::from_ref(&tp)));
+    assert_eq!((fetched[0].1.is_none(), fetched[0].2), (true, true));
+    c.complete_txn(42, false);
+    let fetched = c.fetch_offsets(G, Some(std::slice::from_ref(&tp)));
+    assert_eq!((fetched[0].1.is_none(), fetched[0].2), (true, false));
+    let stored = c.commit(G, &simple, vec![(tp.clone(), off(9))], 0).unwrap();
+    c.add_txn_offsets(G, 42, &stored);
+    c.complete_txn(42, true);
+    let fetched = c.fetch_offsets(G, Some(&[tp]));
+    assert_eq!(fetched[0].1.as_ref().map(|o| o.offset), Some(9));
+    assert!(!fetched[0].2);
+}
+
+/// A KIP-848 member's commits go through the same durable-first path: nothing is visible
+/// before `apply_commit`, and transactional ones only after the commit marker.
+#[test]
+fn consumer_group_member_commits_count_only_once_durable_or_committed() {
+    use super::consumer::Heartbeat;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut c = Coordinator::new(config());
+    let parts = BTreeMap::from([("t".to_owned(), 1)]);
+    let hb = Heartbeat {
+        member_id: "m1".into(),
+        member_epoch: 0,
+        subscribed: Some(BTreeSet::from(["t".to_owned()])),
+        rebalance_timeout_ms: 30_000,
+        ..Heartbeat::default()
+    };
+    let reply = c.consumer_heartbeat(G, hb, &parts, 0);
+    assert_eq!(reply.error, KafkaCode::None);
+    let member = MemberRef {
+        generation: reply.member_epoch,
+        member_id: reply.member_id.clone(),
+        instance_id: None,
+    };
+    let off = |offset| CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    let tp = ("t".to_string(), 0);
+    let stored = c.commit(G, &member, vec![(tp.clone(), off(3))], 0).unwrap();
+    assert!(c.fetch_offsets(G, None).is_empty());
+    c.apply_commit(G, &stored);
+    assert_eq!(c.fetch_offsets(G, None)[0].1.as_ref().unwrap().offset, 3);
+
+    let stored = c.commit(G, &member, vec![(tp.clone(), off(8))], 0).unwrap();
+    c.add_txn_offsets(G, 7, &stored);
+    let fetched = c.fetch_offsets(G, Some(std::slice::from_ref(&tp)));
+    assert_eq!(
+        (fetched[0].1.as_ref().map(|o| o.offset), fetched[0].2),
+        (Some(3), true)
+    );
+    c.complete_txn(7, true);
+    let fetched = c.fetch_offsets(G, Some(&[tp]));
+    assert_eq!(
+        (fetched[0].1.as_ref().map(|o| o.offset), fetched[0].2),
+        (Some(8), false)
+    );
+
+    let stale = MemberRef {
+        generation: reply.member_epoch + 1,
+        ..member
+    };
+    assert!(c
+        .commit(G, &stale, vec![(("t".into(), 0), off(9))], 0)
+        .is_err());
 }
 
 #[test]
@@ -263,9 +353,10 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         metadata: String::new(),
         commit_timestamp: 0,
     };
-    assert!(c
+    let stored = c
         .commit(G, &simple, vec![(("t".into(), 0), off)], 0)
-        .is_ok());
+        .unwrap();
+    c.apply_commit(G, &stored);
     let (_, expired) = c.tick(500);
     assert!(expired.is_empty(), "not yet");
     let (_, expired) = c.tick(1001);

@@ -139,6 +139,12 @@ impl Log {
         &self.dir
     }
 
+    /// Base offset of the segment appends go to now (it changes when the log rolls).
+    pub fn active_segment_base(&self) -> i64 {
+        let s = self.state.borrow();
+        s.segments.keys().next_back().copied().unwrap_or(0)
+    }
+
     pub fn offsets(&self) -> LogOffsets {
         let s = self.state.borrow();
         LogOffsets {
@@ -232,9 +238,19 @@ impl Log {
     /// Reads whole batches from `offset`, below the high watermark, about `max_bytes` of them
     /// (at least one whole batch when any is there).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.read_below(offset, max_bytes, i64::MAX).await
+    }
+
+    /// As [`Log::read`], but no batch at or past `upper` either (a last stable offset).
+    pub async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Bytes, LogError> {
         let (file, position, segment_end, hw) = {
             let s = self.state.borrow();
-            let hw = s.durable_end;
+            let hw = s.durable_end.min(upper.max(s.log_start));
             if offset < s.log_start || offset > s.next_offset {
                 return Err(LogError::OffsetOutOfRange {
                     offset,

@@ -1,17 +1,70 @@
 //! A partition: its log plus the replica and producer state around it. It turns a produce's
-//! raw record bytes into validated, offset-assigned appends and answers reads bounded by what
-//! consumers may see. Single replica for now: the high watermark is the log's durable end,
-//! and the last stable offset equals it (no transactions yet). Uses base, protocol, log.
+//! raw record bytes into validated, offset-assigned appends, and answers reads bounded by what
+//! consumers may see: the high watermark for read_uncommitted, the last stable offset (LSO)
+//! and the aborted transactions in range for read_committed.
+//!
+//! Producer state ([`producer_state`]) makes idempotent produces exactly-once: a retried batch
+//! is answered with its original offsets and never appended twice; out-of-order sequences and
+//! stale epochs are refused. Transaction markers, written here on the coordinator's behalf,
+//! close open transactions; aborts are indexed per segment ([`persist`]). The state survives
+//! restarts: a snapshot is written whenever the log rolls a segment and at close, and the log
+//! after the newest usable snapshot is replayed at open.
+//!
+//! Single replica for now: the high watermark is the log's durable end. Uses base, config,
+//! protocol, runtime, log.
 
-use std::path::Path;
+mod persist;
+pub mod producer_state;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::LogSettings;
-use crate::log::{Appended, Log, LogError, LogOffsets};
-use crate::protocol::batch;
+use crate::log::{Log, LogError, LogOffsets};
+use crate::protocol::batch::{self, ControlType};
+use crate::runtime;
+
+pub use crate::log::Appended;
+use producer_state::ProducerStateTable;
+pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
+
+/// Which records a reader may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Everything below the last stable offset; aborted transactions are listed.
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// From the Kafka wire value (0 read_uncommitted, 1 read_committed).
+    pub fn from_wire(level: i8) -> Self {
+        if level == 1 {
+            Self::ReadCommitted
+        } else {
+            Self::ReadUncommitted
+        }
+    }
+}
+
+/// Who wrote a batch: a client (every producer rule applies) or a coordinator of this
+/// broker writing its own records (transactional offset commits carry a producer id and
+/// epoch but no sequence numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    #[default]
+    Client,
+    Coordinator,
+}
+
+/// Bytes read from the log per step when replaying producer state.
+const REPLAY_READ_BYTES: usize = 1 << 20;
 
 /// A partition owned by this shard.
 pub struct Partition {
@@ -20,6 +73,17 @@ pub struct Partition {
     pub leader_epoch: i32,
     log: Rc<Log>,
     message_max_bytes: usize,
+    txn: RefCell<TxnState>,
+}
+
+/// Producer state and aborted transactions, with the segment the last snapshot was taken in.
+struct TxnState {
+    producers: ProducerStateTable,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
+    snapshot_segment: i64,
+    /// The snapshot being written, if any.
+    snapshot_write: Option<runtime::Task<()>>,
 }
 
 /// The result of reading a partition for a fetch.
@@ -30,6 +94,26 @@ pub struct ReadResult {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Bytes,
+    /// read_committed only: aborted transactions overlapping the records returned.
+    pub aborted: Option<Vec<AbortedTxn>>,
+}
+
+/// A produce's append: where its records are, and whether it was a retry already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAppend {
+    pub appended: Appended,
+    pub duplicate: bool,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerView {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    pub txn_start_offset: i64,
 }
 
 impl Partition {
@@ -42,12 +126,14 @@ impl Partition {
         message_max_bytes: usize,
     ) -> Result<Rc<Partition>, LogError> {
         let log = Log::open(dir, settings).await?;
+        let txn = recover_producer_state(&log, dir).await?;
         Ok(Rc::new(Partition {
             tp,
             topic_id,
             leader_epoch,
             log,
             message_max_bytes,
+            txn: RefCell::new(txn),
         }))
     }
 
@@ -55,66 +141,178 @@ impl Partition {
         self.log.offsets()
     }
 
-    /// Validates every batch in `records` and, only if all are valid, appends them in order.
-    /// Returns the offsets given to the first and last record. Synchronous, so appends from
-    /// one connection keep their order.
-    pub fn append(&self, records: &Bytes) -> Result<Appended, KafkaError> {
-        let batches = self.split_batches(records)?;
-        let mut first: Option<Appended> = None;
-        let mut last = None;
-        for (start, len) in batches {
-            let bytes = BytesMut::from(&records[start..start + len]);
-            let appended = self
-                .log
-                .append(bytes, self.leader_epoch)
-                .map_err(storage_error)?;
-            first.get_or_insert(appended);
-            last = Some(appended);
-        }
-        match (first, last) {
-            (Some(f), Some(l)) => Ok(Appended {
-                base_offset: f.base_offset,
-                last_offset: l.last_offset,
-            }),
-            _ => Err(KafkaError::new(
-                KafkaCode::CorruptMessage,
-                "produce carried no record batch",
-            )),
-        }
+    /// The last stable offset: below it every transaction is decided.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.log.offsets().high_watermark;
+        let unstable = self.txn.borrow().producers.first_unstable_offset();
+        unstable.map_or(hw, |first| first.min(hw))
     }
 
-    fn split_batches(&self, records: &Bytes) -> Result<Vec<(usize, usize)>, KafkaError> {
-        let mut out = Vec::new();
-        let mut it = batch::BatchIter::new(records);
-        for item in it.by_ref() {
-            let (h, start, len) = match item {
-                Ok(v) => v,
-                Err(e) => {
-                    return Err(classify_batch_error(
-                        records.len(),
-                        self.message_max_bytes,
-                        e,
-                    ))
-                }
-            };
-            if len > self.message_max_bytes {
-                return Err(KafkaError::new(
-                    KafkaCode::MessageTooLarge,
-                    format!(
-                        "The record batch is {len} bytes, larger than the maximum allowed size {}",
-                        self.message_max_bytes
-                    ),
-                ));
+    /// Validates the one batch of a produce and appends it, unless it is a retry of a batch
+    /// already stored (then its original offsets are returned). Synchronous, so appends from
+    /// one connection keep their order.
+    pub fn append(
+        &self,
+        records: &Bytes,
+        origin: Origin,
+        now: i64,
+    ) -> Result<ProduceAppend, KafkaError> {
+        let (start, len) = self.single_batch(records)?;
+        let header = *batch::header(&records[start..]).map_err(corrupt)?;
+        let identity = BatchIdentity::of(&header);
+        let check = match origin {
+            Origin::Client => {
+                batch::check_client_batch(&header)
+                    .map_err(|e| KafkaError::new(KafkaCode::InvalidRecord, e.to_string()))?;
+                self.txn.borrow().producers.check_append(&identity)?
             }
-            if h.record_count.get() == 0 {
-                return Err(KafkaError::new(
-                    KafkaCode::CorruptMessage,
-                    "record batch has no records",
-                ));
+            Origin::Coordinator => {
+                self.txn
+                    .borrow()
+                    .producers
+                    .check_coordinator_append(&identity)?;
+                AppendCheck::New
             }
-            out.push((start, len));
+        };
+        if let AppendCheck::Duplicate(original) = check {
+            return Ok(ProduceAppend {
+                appended: Appended {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                },
+                duplicate: true,
+            });
         }
-        Ok(out)
+        let bytes = BytesMut::from(&records[start..start + len]);
+        let appended = self
+            .log
+            .append(bytes, self.leader_epoch)
+            .map_err(storage_error)?;
+        self.txn.borrow_mut().producers.on_append(
+            &identity,
+            appended.base_offset,
+            appended.last_offset,
+            now,
+        );
+        self.snapshot_on_roll();
+        Ok(ProduceAppend {
+            appended,
+            duplicate: false,
+        })
+    }
+
+    /// Writes a transaction marker for `producer_id` (on the transaction coordinator's
+    /// behalf) and records the transaction's outcome.
+    pub fn write_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        kind: ControlType,
+        now: i64,
+    ) -> Result<Appended, KafkaError> {
+        self.txn
+            .borrow()
+            .producers
+            .check_marker(producer_id, epoch, coordinator_epoch)?;
+        let marker = batch::build_marker(producer_id, epoch, coordinator_epoch, kind, now);
+        let appended = self
+            .log
+            .append(BytesMut::from(&marker[..]), self.leader_epoch)
+            .map_err(storage_error)?;
+        let aborted = self.txn.borrow_mut().producers.on_marker(
+            producer_id,
+            epoch,
+            coordinator_epoch,
+            kind,
+            appended.base_offset,
+            now,
+        );
+        if let Some(txn) = aborted {
+            self.record_abort(txn);
+        }
+        self.snapshot_on_roll();
+        Ok(appended)
+    }
+
+    fn record_abort(&self, txn: AbortedTxn) {
+        let segment = self.log.active_segment_base();
+        if let Err(e) = persist::append_aborted(self.log.dir(), segment, &txn) {
+            tracing::error!(partition = %self.tp, error = %e, "writing the transaction index failed");
+        }
+        self.txn.borrow_mut().aborted.push(txn);
+    }
+
+    /// The one batch a produce may carry for a partition (Produce v3 and later).
+    fn single_batch(&self, records: &Bytes) -> Result<(usize, usize), KafkaError> {
+        let mut it = batch::BatchIter::new(records);
+        let (h, start, len) = match it.next() {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
+                return Err(classify_batch_error(
+                    records.len(),
+                    self.message_max_bytes,
+                    e,
+                ))
+            }
+            None => {
+                return Err(KafkaError::new(
+                    KafkaCode::InvalidRecord,
+                    "produce carried no record batch",
+                ))
+            }
+        };
+        if len > self.message_max_bytes {
+            return Err(KafkaError::new(
+                KafkaCode::MessageTooLarge,
+                format!(
+                    "The record batch is {len} bytes, larger than the maximum allowed size {}",
+                    self.message_max_bytes
+                ),
+            ));
+        }
+        if start + len != records.len() {
+            return Err(KafkaError::new(
+                KafkaCode::InvalidRecord,
+                "Produce requests with version 3 and above must contain exactly one record batch per partition",
+            ));
+        }
+        debug_assert_eq!(h.total_len(), len);
+        Ok((start, len))
+    }
+
+    /// Writes a producer-state snapshot when the log has rolled to a new segment since the
+    /// last one, so a restart replays at most about one segment.
+    fn snapshot_on_roll(&self) {
+        let segment = self.log.active_segment_base();
+        let snapshot = {
+            let mut st = self.txn.borrow_mut();
+            if st.snapshot_segment == segment {
+                return;
+            }
+            st.snapshot_segment = segment;
+            st.producers.snapshot(self.log.offsets().log_end)
+        };
+        let dir = self.log.dir().to_owned();
+        let tp = self.tp.clone();
+        let previous = self.txn.borrow_mut().snapshot_write.take();
+        let write = runtime::spawn(async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            if let Err(e) = write_snapshot(dir, snapshot).await {
+                tracing::warn!(partition = %tp, error = %e, "producer snapshot failed");
+            }
+        });
+        self.txn.borrow_mut().snapshot_write = Some(write);
+    }
+
+    /// Completes once every snapshot started so far is on disk.
+    pub async fn snapshots_written(&self) {
+        let pending = self.txn.borrow_mut().snapshot_write.take();
+        if let Some(write) = pending {
+            write.await;
+        }
     }
 
     /// Waits until `appended` is as safe as `acks` asks.
@@ -128,23 +326,41 @@ impl Partition {
             .map_err(storage_error)
     }
 
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> ReadResult {
+    pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadResult {
         let offsets = self.log.offsets();
+        let lso = self.last_stable_offset();
         let mut result = ReadResult {
             error: None,
             high_watermark: offsets.high_watermark,
-            last_stable_offset: offsets.high_watermark,
+            last_stable_offset: lso,
             log_start_offset: offsets.log_start,
             records: Bytes::new(),
+            aborted: None,
         };
-        match self.log.read(offset, max_bytes).await {
+        let read = match isolation {
+            Isolation::ReadUncommitted => self.log.read(offset, max_bytes).await,
+            Isolation::ReadCommitted => self.log.read_below(offset, max_bytes, lso).await,
+        };
+        match read {
             Ok(records) => result.records = records,
-            Err(LogError::OffsetOutOfRange { .. }) => {
-                result.error = Some(KafkaError::new(KafkaCode::OffsetOutOfRange, ""))
-            }
             Err(e) => result.error = Some(storage_error(e)),
         }
+        if isolation == Isolation::ReadCommitted {
+            let upper = end_of_batches(&result.records).unwrap_or(lso);
+            result.aborted = Some(self.aborted_between(offset, upper));
+        }
         result
+    }
+
+    /// Aborted transactions with data in `[from, upper)`.
+    fn aborted_between(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        let st = self.txn.borrow();
+        let first = st.aborted.partition_point(|t| t.last_offset < from);
+        st.aborted[first..]
+            .iter()
+            .filter(|t| t.first_offset < upper)
+            .copied()
+            .collect()
     }
 
     /// Fires when the high watermark next moves.
@@ -163,13 +379,119 @@ impl Partition {
             .map_err(storage_error)
     }
 
+    /// The producers this partition knows, for DescribeProducers.
+    pub fn producers(&self) -> Vec<ProducerView> {
+        let st = self.txn.borrow();
+        st.producers
+            .producers()
+            .map(|(id, e)| ProducerView {
+                producer_id: *id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_append_ms,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect()
+    }
+
+    /// Forgets producers idle past `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn expire_producers(&self, now: i64, expiration_ms: i64) -> usize {
+        self.txn.borrow_mut().producers.expire(now, expiration_ms)
+    }
+
+    /// Flushes the log, then writes a snapshot at its end so a clean restart replays nothing.
     pub async fn close(&self) -> Result<(), KafkaError> {
-        self.log.close().await.map_err(storage_error)
+        self.log.close().await.map_err(storage_error)?;
+        self.snapshots_written().await;
+        let snapshot = self
+            .txn
+            .borrow()
+            .producers
+            .snapshot(self.log.offsets().log_end);
+        write_snapshot(self.log.dir().to_owned(), snapshot)
+            .await
+            .map_err(|e| KafkaError::new(KafkaCode::KafkaStorageError, e.to_string()))
     }
 
     pub async fn delete(&self) -> Result<(), KafkaError> {
         self.log.delete().await.map_err(storage_error)
     }
+}
+
+/// Makes the transaction indexes durable, then writes the snapshot, off the reactor.
+async fn write_snapshot(
+    dir: PathBuf,
+    snapshot: producer_state::ProducerSnapshot,
+) -> std::io::Result<()> {
+    runtime::off_reactor(move || {
+        persist::sync_txn_indexes(&dir)?;
+        persist::write_snapshot(&dir, &snapshot)
+    })
+    .await
+}
+
+/// Loads the newest usable snapshot and replays the log after it.
+async fn recover_producer_state(log: &Log, dir: &Path) -> Result<TxnState, LogError> {
+    let offsets = log.offsets();
+    let snapshot = persist::load_snapshot(dir, offsets.log_end)?;
+    let (mut producers, from) = match snapshot {
+        Some(s) if s.next_offset >= offsets.log_start => {
+            let from = s.next_offset;
+            (ProducerStateTable::from_snapshot(s), from)
+        }
+        _ => (ProducerStateTable::default(), offsets.log_start),
+    };
+    let mut aborted = persist::recover_aborted(dir, from)?;
+    let now = log.now_ms();
+    let mut next = from;
+    while next < offsets.log_end {
+        let bytes = log.read(next, REPLAY_READ_BYTES).await?;
+        if bytes.is_empty() {
+            break;
+        }
+        for item in batch::BatchIter::new(&bytes) {
+            let (h, start, len) = item.map_err(|e| LogError::Storage(e.to_string()))?;
+            if h.last_offset() < next {
+                continue;
+            }
+            next = h.last_offset() + 1;
+            if !h.is_control() {
+                let id = BatchIdentity::of(h);
+                producers.on_append(&id, h.base_offset.get(), h.last_offset(), now);
+                continue;
+            }
+            let Some((kind, coordinator_epoch)) = batch::read_marker(&bytes[start..start + len])
+            else {
+                continue;
+            };
+            let (pid, epoch) = (h.producer_id.get(), h.producer_epoch.get());
+            let offset = h.base_offset.get();
+            if let Some(txn) = producers.on_marker(pid, epoch, coordinator_epoch, kind, offset, now)
+            {
+                persist::append_aborted(dir, log.active_segment_base(), &txn)?;
+                aborted.push(txn);
+            }
+        }
+    }
+    Ok(TxnState {
+        producers,
+        aborted,
+        snapshot_segment: log.active_segment_base(),
+        snapshot_write: None,
+    })
+}
+
+/// The offset after the last batch in `records`, if there is one.
+fn end_of_batches(records: &Bytes) -> Option<i64> {
+    batch::BatchIter::new(records)
+        .map_while(Result::ok)
+        .last()
+        .map(|(h, _, _)| h.last_offset() + 1)
+}
+
+fn corrupt(e: batch::BatchError) -> KafkaError {
+    KafkaError::new(KafkaCode::CorruptMessage, e.to_string())
 }
 
 fn classify_batch_error(total: usize, max: usize, e: batch::BatchError) -> KafkaError {
@@ -179,7 +501,7 @@ fn classify_batch_error(total: usize, max: usize, e: batch::BatchError) -> Kafka
             format!("The request included {total} bytes of records, larger than the maximum allowed size {max}"),
         );
     }
-    KafkaError::new(KafkaCode::CorruptMessage, e.to_string())
+    corrupt(e)
 }
 
 fn storage_error(e: LogError) -> KafkaError {
@@ -190,3 +512,6 @@ fn storage_error(e: LogError) -> KafkaError {
         other => KafkaError::new(KafkaCode::KafkaStorageError, other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -77,6 +77,156 @@ pub enum BatchError {
     BadCount { count: i32, delta: i32 },
 }
 
+/// Why a batch a client sent may not be stored, although its bytes are intact. These are
+/// Kafka's INVALID_RECORD cases: the broker, not the client, writes control batches, and a
+/// batch's offset range must match its record count (compaction may leave gaps on disk, so
+/// [`validate`] alone, which also reads disk, cannot insist on it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBatchError {
+    #[error("Clients are not allowed to write control records")]
+    Control,
+    #[error("Inconsistent batch offset range [0, {delta}] and count of records {count}")]
+    CountMismatch { count: i32, delta: i32 },
+    #[error("Invalid reported count for record batch: {0}")]
+    Empty(i32),
+    #[error("Invalid sequence number {sequence} for producer {producer_id} (epoch {epoch})")]
+    BadSequence {
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+    },
+    #[error("Transactional record batch without a producer id")]
+    TransactionalWithoutProducer,
+}
+
+/// Checks the rules a batch from a producer must follow on top of [`validate`].
+pub fn check_client_batch(h: &BatchHeader) -> Result<(), ClientBatchError> {
+    if h.is_control() {
+        return Err(ClientBatchError::Control);
+    }
+    let (count, delta) = (h.record_count.get(), h.last_offset_delta.get());
+    if count <= 0 {
+        return Err(ClientBatchError::Empty(count));
+    }
+    if delta != count - 1 {
+        return Err(ClientBatchError::CountMismatch { count, delta });
+    }
+    let producer_id = h.producer_id.get();
+    if producer_id < 0 {
+        return if h.is_transactional() {
+            Err(ClientBatchError::TransactionalWithoutProducer)
+        } else {
+            Ok(())
+        };
+    }
+    let (epoch, sequence) = (h.producer_epoch.get(), h.base_sequence.get());
+    if sequence < 0 || epoch < 0 {
+        return Err(ClientBatchError::BadSequence {
+            producer_id,
+            epoch,
+            sequence,
+        });
+    }
+    Ok(())
+}
+
+/// The sequence number `increment` after `sequence`, wrapping past `i32::MAX` to 0 as Kafka's
+/// producers do.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+impl BatchHeader {
+    /// The sequence number of the batch's last record.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence.get(), self.last_offset_delta.get())
+    }
+}
+
+/// What a transaction marker says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlType {
+    Abort = 0,
+    Commit = 1,
+}
+
+/// Reads the control record of a control batch: its type (key: version i16, type i16) and
+/// the coordinator epoch of its value (version i16, coordinator epoch i32).
+pub fn read_marker(batch_bytes: &[u8]) -> Option<(ControlType, i32)> {
+    let h = header(batch_bytes).ok()?;
+    if !h.is_control() || h.compression() != 0 || h.record_count.get() < 1 {
+        return None;
+    }
+    let mut rec = Varints(batch_bytes.get(HEADER_LEN..)?);
+    rec.varint()?; // record length
+    rec.take(1)?; // attributes
+    rec.varint()?; // timestamp delta
+    rec.varint()?; // offset delta
+    let key_len = usize::try_from(rec.varint()?).ok()?;
+    let kind = match rec.take(key_len)? {
+        [_, _, 0, 0] => ControlType::Abort,
+        [_, _, 0, 1] => ControlType::Commit,
+        _ => return None,
+    };
+    let value_len = rec.varint()?;
+    let coordinator_epoch = match rec.take(usize::try_from(value_len).ok()?) {
+        Some([_, _, a, b, c, d, ..]) => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => -1,
+    };
+    Some((kind, coordinator_epoch))
+}
+
+/// A cursor over a record's zigzag varints.
+struct Varints<'a>(&'a [u8]);
+
+impl<'a> Varints<'a> {
+    fn varint(&mut self) -> Option<i64> {
+        let mut raw = 0u64;
+        for (i, byte) in self.0.iter().enumerate().take(10) {
+            raw |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                self.0 = &self.0[i + 1..];
+                return Some((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = rest;
+        Some(head)
+    }
+}
+
+/// Builds a transaction marker: a control batch of one record whose key is
+/// `(version 0, type)` and whose value is `(version 0, coordinator epoch)`.
+pub fn build_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    kind: ControlType,
+    timestamp: i64,
+) -> Vec<u8> {
+    let key = [0u8, 0, 0, kind as u8];
+    let mut value = vec![0u8, 0];
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let mut out = build_batch(0, timestamp, &[(Some(&key[..]), Some(&value[..]))]);
+    let (h, _) = BatchHeader::mut_from_prefix(&mut out[..]).expect("built above");
+    h.attributes.set(0x20 | 0x10);
+    h.producer_id.set(producer_id);
+    h.producer_epoch.set(producer_epoch);
+    h.base_sequence.set(-1);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    let (h, _) = BatchHeader::mut_from_prefix(&mut out[..]).expect("built above");
+    h.crc.set(crc);
+    out
+}
+
 /// Reads the header at the front of `bytes` without checking anything past its size.
 pub fn header(bytes: &[u8]) -> Result<&BatchHeader, BatchError> {
     let (h, _) =
@@ -198,6 +348,28 @@ pub fn build_batch(base_offset: i64, timestamp: i64, records: &[SimpleRecord]) -
     out
 }
 
+/// Stamps a built batch with a producer's identity (id, epoch, first sequence, transactional
+/// flag) and re-computes its CRC: what an idempotent or transactional producer sends.
+pub fn stamp_producer(
+    bytes: &mut [u8],
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) {
+    let (h, _) = BatchHeader::mut_from_prefix(bytes).expect("a built batch");
+    h.producer_id.set(producer_id);
+    h.producer_epoch.set(epoch);
+    h.base_sequence.set(base_sequence);
+    let attributes = h.attributes.get() & !0x10;
+    h.attributes
+        .set(attributes | if transactional { 0x10 } else { 0 });
+    let total = h.total_len().min(bytes.len());
+    let crc = crc32c::crc32c(&bytes[CRC_START..total]);
+    let (h, _) = BatchHeader::mut_from_prefix(bytes).expect("a built batch");
+    h.crc.set(crc);
+}
+
 fn put_varlong(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -277,6 +449,49 @@ mod tests {
         let mut it = BatchIter::new(&buf);
         assert!(it.next().unwrap().is_ok());
         assert!(it.next().unwrap().is_err());
+    }
+
+    #[test]
+    fn client_batch_with_offset_delta_past_its_count_is_refused() {
+        let mut b = sample();
+        let (h, _) = BatchHeader::mut_from_prefix(&mut b[..]).unwrap();
+        h.last_offset_delta.set(i32::MAX - 1);
+        assert!(matches!(
+            check_client_batch(h),
+            Err(ClientBatchError::CountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn client_control_batch_is_refused_and_marker_reads_back() {
+        let m = build_marker(7, 3, 0, ControlType::Commit, 1000);
+        let (h, _) = validate(&m).unwrap();
+        assert!(h.is_control() && h.is_transactional());
+        assert_eq!((h.producer_id.get(), h.producer_epoch.get()), (7, 3));
+        assert_eq!(check_client_batch(h), Err(ClientBatchError::Control));
+        assert_eq!(read_marker(&m), Some((ControlType::Commit, 0)));
+        let a = build_marker(7, 3, 9, ControlType::Abort, 1000);
+        assert_eq!(read_marker(&a), Some((ControlType::Abort, 9)));
+        assert_eq!(read_marker(&sample()), None);
+    }
+
+    #[test]
+    fn marker_decodes_with_the_kafka_codec() {
+        use kafka_protocol::records::RecordBatchDecoder;
+        let m = build_marker(7, 3, 5, ControlType::Abort, 1000);
+        let mut bytes = bytes::Bytes::from(m);
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        let r = &set.records[0];
+        assert!(r.control && r.transactional);
+        assert_eq!(r.key.as_deref(), Some(&[0u8, 0, 0, 0][..]));
+        assert_eq!(r.value.as_deref(), Some(&[0u8, 0, 0, 0, 0, 5][..]));
+    }
+
+    #[test]
+    fn sequences_wrap_past_i32_max() {
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
     }
 
     proptest! {

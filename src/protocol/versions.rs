@@ -22,7 +22,9 @@ const fn api(key: ApiKey, min: i16, max: i16) -> ApiRange {
 pub const PRODUCE_MIN_DECODABLE: i16 = 3;
 
 /// What the broker serves. Fetch stops at v12 and Produce at v11: later versions name topics by
-/// id only, which clients fall back from cleanly.
+/// id only, which clients fall back from cleanly. The transaction APIs stop before the
+/// versions of KIP-890's second part (transaction version 2), so clients use the classic
+/// protocol: AddPartitionsToTxn calls, EndTxn without per-transaction epoch bumps.
 pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 12),
@@ -46,6 +48,14 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     api(ApiKey::ConsumerGroupDescribe, 0, 1),
+    api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddOffsetsToTxn, 0, 4),
+    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::TxnOffsetCommit, 0, 4),
+    api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::ListTransactions, 0, 1),
+    api(ApiKey::DescribeTransactions, 0, 0),
 ];
 
 /// The advertised range for `key`, if the broker serves it.

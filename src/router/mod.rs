@@ -16,15 +16,18 @@ use futures::StreamExt;
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::controller::{ClusterSnapshot, Controller, CreatedTopic, NewTopic};
 use crate::metrics::ShardMetrics;
-use crate::partition::ReadResult;
+use crate::partition::{ProducerView, ReadResult};
 use crate::runtime::{self, MeshReceivers, MeshSenders};
 use crate::shard::{
-    Assignment, FetchPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart, Shard,
-    ShardRequest,
+    Assignment, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart,
+    Shard, ShardRequest,
 };
 
 /// The shard that runs the controller.
 pub const CONTROLLER_SHARD: usize = 0;
+
+/// Producer ids a shard takes from the controller at a time (Kafka's block size).
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Everything that crosses between cores.
 pub enum MeshMessage {
@@ -41,6 +44,9 @@ pub enum MeshMessage {
     Snapshot {
         snapshot: Arc<ClusterSnapshot>,
         applied: oneshot::Sender<()>,
+    },
+    AllocateProducerIds {
+        reply: oneshot::Sender<Result<(i64, i64), KafkaError>>,
     },
     /// Runs a closure on the receiving shard (Redpanda's `invoke_on`): how modules above the
     /// router (groups, transactions) reach state that lives on another core.
@@ -127,6 +133,9 @@ impl Router {
                 });
             }
             MeshMessage::Invoke(work) => work(),
+            MeshMessage::AllocateProducerIds { reply } => {
+                let _ = reply.send(self.allocate_producer_ids_here());
+            }
             MeshMessage::Snapshot { snapshot, applied } => {
                 let me = self.clone();
                 runtime::detach(async move {
@@ -472,6 +481,93 @@ impl Router {
         })
     }
 
+    /// A block of producer ids from the controller, as `(first, count)`.
+    pub async fn allocate_producer_ids(&self) -> Result<(i64, i64), KafkaError> {
+        if self.controller.borrow().is_some() {
+            return self.allocate_producer_ids_here();
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = MeshMessage::AllocateProducerIds { reply: tx };
+        let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
+        rx.await
+            .unwrap_or_else(|_| Err(KafkaCode::CoordinatorNotAvailable.into()))
+    }
+
+    fn allocate_producer_ids_here(&self) -> Result<(i64, i64), KafkaError> {
+        let controller = self.controller.borrow().clone();
+        match controller {
+            Some(c) => c.allocate_producer_ids(PRODUCER_ID_BLOCK),
+            None => Err(KafkaCode::NotController.into()),
+        }
+    }
+
+    /// Writes transaction markers to their partitions' owners; one result per marker, in
+    /// order, once each is durable.
+    pub async fn write_markers(&self, markers: Vec<MarkerPart>) -> Vec<Result<(), KafkaError>> {
+        let snap = self.snapshot();
+        let mut results: Vec<Option<Result<(), KafkaError>>> = vec![None; markers.len()];
+        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<MarkerPart>)> = BTreeMap::new();
+        for (i, m) in markers.into_iter().enumerate() {
+            match self.owner(&snap, &m.tp) {
+                Some(shard) => {
+                    let e = per_shard.entry(shard).or_default();
+                    e.0.push(i);
+                    e.1.push(m);
+                }
+                None => results[i] = Some(Err(KafkaCode::UnknownTopicOrPartition.into())),
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, (indexes, markers)) in per_shard {
+            let (tx, rx) = oneshot::channel();
+            self.send(shard, ShardRequest::WriteMarkers { markers, reply: tx })
+                .await;
+            pending.push((indexes, rx));
+        }
+        for (indexes, rx) in pending {
+            let answers = rx.await.unwrap_or_default();
+            for (k, i) in indexes.into_iter().enumerate() {
+                results[i] = Some(
+                    answers
+                        .get(k)
+                        .cloned()
+                        .unwrap_or(Err(KafkaCode::UnknownServerError.into())),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(KafkaCode::UnknownServerError.into())))
+            .collect()
+    }
+
+    /// The producers of each partition (DescribeProducers), in order.
+    pub async fn describe_producers(
+        &self,
+        tps: Vec<TopicPartition>,
+    ) -> Vec<Result<Vec<ProducerView>, KafkaError>> {
+        let snap = self.snapshot();
+        let mut out = Vec::with_capacity(tps.len());
+        for tp in tps {
+            let Some(shard) = self.owner(&snap, &tp) else {
+                out.push(Err(KafkaCode::UnknownTopicOrPartition.into()));
+                continue;
+            };
+            let (tx, rx) = oneshot::channel();
+            self.send(
+                shard,
+                ShardRequest::DescribeProducers {
+                    tps: vec![tp],
+                    reply: tx,
+                },
+            )
+            .await;
+            let answer = rx.await.ok().and_then(|mut v| v.pop());
+            out.push(answer.unwrap_or(Err(KafkaCode::UnknownServerError.into())));
+        }
+        out
+    }
+
     /// Closes this shard's partitions (after connections are drained).
     pub async fn close_partitions(&self) {
         self.local.close_all().await;
@@ -493,5 +589,6 @@ fn unknown_read() -> ReadResult {
         last_stable_offset: -1,
         log_start_offset: -1,
         records: bytes::Bytes::new(),
+        aborted: None,
     }
 }

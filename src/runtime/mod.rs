@@ -101,6 +101,12 @@ pub fn tune_allocator() {
     }
 }
 
+/// Runs blocking work (file calls that fsync, say) on the shard's blocking thread, so the
+/// reactor keeps serving its other tasks meanwhile.
+pub async fn off_reactor<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
 /// Lets other tasks on this shard run before continuing.
 pub async fn yield_now() {
     glommio::yield_if_needed().await

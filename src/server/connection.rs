@@ -189,6 +189,14 @@ async fn run_request(
                 .await
         }
         RequestKind::ConsumerGroupDescribe(r) => h.consumer_group_describe(r, version).await,
+        RequestKind::InitProducerId(r) => h.init_producer_id(r, version).await,
+        RequestKind::AddPartitionsToTxn(r) => h.add_partitions_to_txn(r, version).await,
+        RequestKind::AddOffsetsToTxn(r) => h.add_offsets_to_txn(r, version).await,
+        RequestKind::EndTxn(r) => h.end_txn(r, version).await,
+        RequestKind::TxnOffsetCommit(r) => h.txn_offset_commit(r, version).await,
+        RequestKind::DescribeProducers(r) => h.describe_producers(r).await,
+        RequestKind::ListTransactions(r) => h.list_transactions(r).await,
+        RequestKind::DescribeTransactions(r) => h.describe_transactions(r).await,
         other => unreachable!("{key:?} is in the version table but has no handler: {other:?}"),
     }
 }

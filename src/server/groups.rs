@@ -52,7 +52,9 @@ impl Handlers {
             0 => group::ensure_offsets_topic(&self.router, settings)
                 .await
                 .err(),
-            1 => None,
+            1 => crate::txn::ensure_state_topic(&self.router, &self.txn)
+                .await
+                .err(),
             _ => Some(KafkaCode::InvalidRequest),
         };
         let snap = self.router.snapshot();
@@ -304,14 +306,16 @@ impl Handlers {
                     Ok(found) => {
                         rg.topics = group_by_topic(
                             found,
+                            req.require_stable,
                             |t| {
                                 let mut r = OffsetFetchResponseTopics::default();
                                 r.name = TopicName(s(&t));
                                 r
                             },
-                            |rt, p, o| {
+                            |rt, p, o, code| {
                                 let mut pr = OffsetFetchResponsePartitions::default();
                                 pr.partition_index = p;
+                                pr.error_code = code.code();
                                 fill(
                                     &mut pr.committed_offset,
                                     &mut pr.committed_leader_epoch,
@@ -341,14 +345,16 @@ impl Handlers {
             Ok(found) => {
                 resp.topics = group_by_topic(
                     found,
+                    version >= 7 && req.require_stable,
                     |t| {
                         let mut r = OffsetFetchResponseTopic::default();
                         r.name = TopicName(s(&t));
                         r
                     },
-                    |rt, p, o| {
+                    |rt, p, o, code| {
                         let mut pr = OffsetFetchResponsePartition::default();
                         pr.partition_index = p;
+                        pr.error_code = code.code();
                         fill(
                             &mut pr.committed_offset,
                             &mut pr.committed_leader_epoch,
@@ -492,18 +498,26 @@ fn fill(
 }
 
 /// Groups `(topic, partition)` answers by topic, in first-seen order.
+/// Groups offsets by topic; with `require_stable`, a partition an open transaction holds an
+/// offset for is answered UNSTABLE_OFFSET_COMMIT (the consumer retries) instead.
 fn group_by_topic<T>(
-    found: Vec<((String, i32), Option<CommittedOffset>)>,
+    found: Vec<((String, i32), Option<CommittedOffset>, bool)>,
+    require_stable: bool,
     new_topic: impl Fn(String) -> T,
-    mut add: impl FnMut(&mut T, i32, Option<CommittedOffset>),
+    mut add: impl FnMut(&mut T, i32, Option<CommittedOffset>, KafkaCode),
 ) -> Vec<T> {
     let mut out: Vec<(String, T)> = Vec::new();
-    for ((topic, p), o) in found {
+    for ((topic, p), o, unstable) in found {
+        let (o, code) = if unstable && require_stable {
+            (None, KafkaCode::UnstableOffsetCommit)
+        } else {
+            (o, KafkaCode::None)
+        };
         if out.last().is_none_or(|(t, _)| *t != topic) {
             let t = new_topic(topic.clone());
             out.push((topic, t));
         }
-        add(&mut out.last_mut().expect("pushed").1, p, o);
+        add(&mut out.last_mut().expect("pushed").1, p, o, code);
     }
     out.into_iter().map(|(_, t)| t).collect()
 }

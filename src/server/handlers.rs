@@ -26,9 +26,10 @@ use kafka_protocol::protocol::StrBytes;
 use crate::base::limits::MAX_FETCH_WAIT_MS;
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::controller::{ClusterSnapshot, NewTopic, TopicInfo};
+use crate::partition::Isolation;
 use crate::protocol::codec;
 use crate::router::Router;
-use crate::shard::{FetchPart, OffsetQuery, ProducePart};
+use crate::shard::{FetchPart, OffsetQuery, Origin, ProducePart};
 
 /// Settings the handlers need.
 #[derive(Debug, Clone)]
@@ -42,6 +43,7 @@ pub struct Handlers {
     pub router: Rc<Router>,
     pub settings: HandlerSettings,
     pub groups: crate::group::GroupSettings,
+    pub txn: crate::txn::TxnSettings,
 }
 
 /// A response to send, or none (acks=0 produce).
@@ -202,6 +204,7 @@ impl Handlers {
                     Some(records) => parts.push(ProducePart {
                         tp: TopicPartition::new(topic.clone(), p.index),
                         records,
+                        origin: Origin::Client,
                     }),
                     None => {
                         early.insert(
@@ -247,6 +250,7 @@ impl Handlers {
         } else {
             req.max_bytes
         } as usize;
+        let isolation = Isolation::from_wire(req.isolation_level);
         let mut layout: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
         let mut parts = Vec::new();
         for t in &req.topics {
@@ -264,6 +268,7 @@ impl Handlers {
                     tp: TopicPartition::new(topic.clone(), p.partition),
                     offset: p.fetch_offset,
                     max_bytes: (p.partition_max_bytes.max(0) as usize).min(total_max),
+                    isolation,
                 });
             }
             layout.push((topic, t.topic_id, idx));
@@ -303,7 +308,16 @@ impl Handlers {
                 pd.high_watermark = r.high_watermark;
                 pd.last_stable_offset = r.last_stable_offset;
                 pd.log_start_offset = r.log_start_offset;
-                pd.aborted_transactions = (req.isolation_level == 1).then(Vec::new);
+                pd.aborted_transactions = r.aborted.map(|list| {
+                    list.iter()
+                        .map(|t| {
+                            let mut a = fetch_response::AbortedTransaction::default();
+                            a.producer_id = ProducerId(t.producer_id);
+                            a.first_offset = t.first_offset;
+                            a
+                        })
+                        .collect()
+                });
                 pd.preferred_read_replica = BrokerId(-1);
                 pd.records = Some(r.records);
                 tr.partitions.push(pd);
@@ -329,6 +343,7 @@ impl Handlers {
                 queries.push(OffsetQuery {
                     tp: TopicPartition::new(topic.clone(), p.partition_index),
                     timestamp: p.timestamp,
+                    isolation: Isolation::from_wire(req.isolation_level),
                 });
             }
         }

@@ -6,6 +6,7 @@ mod configs;
 mod connection;
 mod groups;
 mod handlers;
+mod txn;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -231,6 +232,8 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         .context("no metadata snapshot arrived")?;
     let group_config = group_settings(config);
     crate::group::install(router.clone(), &group_config).await;
+    let txn_config = txn_settings(config);
+    crate::txn::install(router.clone(), &txn_config).await;
     let listener =
         runtime::bind_listener(ctx.listen).with_context(|| format!("binding {}", ctx.listen))?;
     let handlers = Rc::new(handlers::Handlers {
@@ -241,6 +244,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             default_replication_factor: config.default_replication_factor,
         },
         groups: group_config,
+        txn: txn_config,
     });
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
@@ -333,6 +337,16 @@ fn group_settings(config: &BrokerConfig) -> crate::group::GroupSettings {
             offsets_retention_ms: config.offsets_retention_minutes * 60_000,
         },
         offsets_partitions: config.offsets_topic_num_partitions,
+    }
+}
+
+fn txn_settings(config: &BrokerConfig) -> crate::txn::TxnSettings {
+    crate::txn::TxnSettings {
+        coordinator: crate::txn::TxnConfig {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            id_expiration_ms: config.transactional_id_expiration_ms,
+        },
+        state_partitions: config.transaction_state_log_num_partitions,
     }
 }
 

@@ -14,9 +14,11 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{join_all, select_all};
 
-use crate::base::{KafkaCode, KafkaError, TopicPartition};
+use crate::base::{Clock, KafkaCode, KafkaError, SystemClock, TopicPartition};
 use crate::config::LogSettings;
-use crate::partition::{Partition, ReadResult};
+pub use crate::partition::Origin;
+use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
+use crate::protocol::batch::ControlType;
 use crate::runtime;
 
 /// One partition's part of a produce.
@@ -24,6 +26,7 @@ use crate::runtime;
 pub struct ProducePart {
     pub tp: TopicPartition,
     pub records: Bytes,
+    pub origin: Origin,
 }
 
 /// The answer for one produced partition.
@@ -40,6 +43,7 @@ pub struct FetchPart {
     pub tp: TopicPartition,
     pub offset: i64,
     pub max_bytes: usize,
+    pub isolation: Isolation,
 }
 
 /// What ListOffsets asks of one partition.
@@ -47,6 +51,17 @@ pub struct FetchPart {
 pub struct OffsetQuery {
     pub tp: TopicPartition,
     pub timestamp: i64,
+    pub isolation: Isolation,
+}
+
+/// A transaction marker to write to one partition.
+#[derive(Debug, Clone)]
+pub struct MarkerPart {
+    pub tp: TopicPartition,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub coordinator_epoch: i32,
+    pub kind: ControlType,
 }
 
 /// The answer to a ListOffsets query: `(offset, timestamp)` or an error.
@@ -72,6 +87,16 @@ pub enum ShardRequest {
     ListOffsets {
         queries: Vec<OffsetQuery>,
         reply: oneshot::Sender<Vec<OffsetAnswer>>,
+    },
+    /// Appends transaction markers; answers once each is durable (or failed).
+    WriteMarkers {
+        markers: Vec<MarkerPart>,
+        reply: oneshot::Sender<Vec<Result<(), KafkaError>>>,
+    },
+    /// The producers each partition knows (DescribeProducers).
+    DescribeProducers {
+        tps: Vec<TopicPartition>,
+        reply: oneshot::Sender<Vec<Result<Vec<ProducerView>, KafkaError>>>,
     },
 }
 
@@ -141,6 +166,18 @@ impl Shard {
                 let me = self.clone();
                 runtime::detach(async move { me.wait_for_data(parts, max_wait, reply).await });
             }
+            ShardRequest::WriteMarkers { markers, reply } => self.write_markers(markers, reply),
+            ShardRequest::DescribeProducers { tps, reply } => {
+                let answers = tps
+                    .iter()
+                    .map(|tp| {
+                        self.partition(tp)
+                            .map(|p| p.producers())
+                            .ok_or_else(not_here)
+                    })
+                    .collect();
+                let _ = reply.send(answers);
+            }
             ShardRequest::ListOffsets { queries, reply } => {
                 let me = self.clone();
                 runtime::detach(async move {
@@ -160,13 +197,16 @@ impl Shard {
         acks: i16,
         reply: oneshot::Sender<Vec<ProduceOutcome>>,
     ) {
+        let now = SystemClock.now_ms();
         let mut waits = Vec::with_capacity(parts.len());
         for part in parts {
             let Some(p) = self.partition(&part.tp) else {
                 waits.push((None, Err(not_here())));
                 continue;
             };
-            let appended = p.append(&part.records);
+            let appended = p
+                .append(&part.records, part.origin, now)
+                .map(|a| a.appended);
             waits.push((Some(p), appended));
         }
         runtime::detach(async move {
@@ -193,17 +233,50 @@ impl Shard {
         });
     }
 
+    /// Appends every marker now (in order with produces), then waits for each to be durable.
+    fn write_markers(
+        &self,
+        markers: Vec<MarkerPart>,
+        reply: oneshot::Sender<Vec<Result<(), KafkaError>>>,
+    ) {
+        let now = SystemClock.now_ms();
+        let appended: Vec<Result<(Rc<Partition>, crate::partition::Appended), KafkaError>> =
+            markers
+                .iter()
+                .map(|m| {
+                    let p = self.partition(&m.tp).ok_or_else(not_here)?;
+                    let a = p.write_marker(
+                        m.producer_id,
+                        m.producer_epoch,
+                        m.coordinator_epoch,
+                        m.kind,
+                        now,
+                    )?;
+                    Ok((p, a))
+                })
+                .collect();
+        runtime::detach(async move {
+            let results = join_all(appended.into_iter().map(|r| async move {
+                let (p, a) = r?;
+                p.wait_acked(a, -1).await
+            }))
+            .await;
+            let _ = reply.send(results);
+        });
+    }
+
     pub async fn fetch(&self, parts: Vec<FetchPart>) -> Vec<ReadResult> {
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             let r = match self.partition(&part.tp) {
-                Some(p) => p.read(part.offset, part.max_bytes).await,
+                Some(p) => p.read(part.offset, part.max_bytes, part.isolation).await,
                 None => ReadResult {
                     error: Some(not_here()),
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
                     records: Bytes::new(),
+                    aborted: None,
                 },
             };
             out.push(r);
@@ -222,7 +295,11 @@ impl Shard {
             let Some(p) = self.partition(&part.tp) else {
                 continue;
             };
-            if p.offsets().high_watermark > part.offset {
+            let visible_end = match part.isolation {
+                Isolation::ReadUncommitted => p.offsets().high_watermark,
+                Isolation::ReadCommitted => p.last_stable_offset(),
+            };
+            if visible_end > part.offset {
                 let _ = reply.send(());
                 return;
             }
@@ -246,6 +323,7 @@ impl Shard {
         let p = self.partition(&q.tp).ok_or_else(not_here)?;
         let o = p.offsets();
         match q.timestamp {
+            -1 if q.isolation == Isolation::ReadCommitted => Ok((p.last_stable_offset(), -1)),
             -1 => Ok((o.high_watermark, -1)),
             -2 => Ok((o.log_start, -1)),
             ts if ts < 0 => Err(KafkaError::new(
