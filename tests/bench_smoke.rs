@@ -21,6 +21,11 @@ impl Drop for Broker {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // The broker's own account of the run is the first thing a failure needs.
+            let log = std::fs::read_to_string(self._dir.path().join("broker.log"));
+            eprintln!("broker log:\n{}", log.unwrap_or_default());
+        }
     }
 }
 
@@ -30,7 +35,7 @@ fn start_broker() -> Broker {
         .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("broker.log")).expect("broker log"))
         .spawn()
         .expect("start sluice broker");
     let stdout = child.stdout.take().expect("stdout");

@@ -10,6 +10,7 @@ mod format;
 mod group;
 mod produce;
 mod topic;
+mod txn;
 
 use std::path::PathBuf;
 
@@ -80,6 +81,14 @@ pub enum Command {
     ///   sluice group delete dashboard
     #[command(subcommand, verbatim_doc_comment)]
     Group(group::GroupCommand),
+    /// List and describe transactions and the producers of a topic's partitions.
+    ///
+    /// Examples:
+    ///   sluice txn list --state Ongoing
+    ///   sluice txn describe payments-processor-1
+    ///   sluice txn producers payments
+    #[command(subcommand, verbatim_doc_comment)]
+    Txn(txn::TxnCommand),
     /// Measure a Kafka-compatible cluster: throughput and latency percentiles, as JSON.
     ///
     /// Examples:
@@ -150,6 +159,7 @@ pub fn main() -> i32 {
         Command::Consume(args) => consume::run(args),
         Command::Cluster(cmd) => cluster::run(cmd),
         Command::Group(cmd) => group::run(cmd),
+        Command::Txn(cmd) => txn::run(cmd),
         Command::Bench(args) => bench::run(*args),
     }
 }

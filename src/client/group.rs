@@ -333,9 +333,20 @@ impl GroupMember {
 
 /// The node coordinating `group`.
 pub async fn find_coordinator(client: &Client, group: &str) -> Result<i32, ClientError> {
+    find_coordinator_of(client, group, 0).await
+}
+
+/// The node coordinating `key`: a group (`key_type` 0) or a transactional id (1).
+pub async fn find_coordinator_of(
+    client: &Client,
+    key: &str,
+    key_type: i8,
+) -> Result<i32, ClientError> {
+    let group = key;
     let conn = client.any_conn().await?;
     let version = conn.version(ApiKey::FindCoordinator)?;
     let mut req = FindCoordinatorRequest::default();
+    req.key_type = key_type;
     if version >= 4 {
         req.coordinator_keys = vec![StrBytes::from_string(group.to_owned())];
     } else {
@@ -349,7 +360,7 @@ pub async fn find_coordinator(client: &Client, group: &str) -> Result<i32, Clien
     if code != 0 {
         return Err(api_error(
             code,
-            &format!("finding the coordinator of group '{group}'"),
+            &format!("finding the coordinator of '{group}'"),
         ));
     }
     Ok(node)

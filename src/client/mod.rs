@@ -27,6 +27,7 @@ mod notify;
 pub mod producer;
 pub mod retry;
 mod rng;
+pub mod txn_admin;
 pub mod versions;
 
 pub use admin::{Admin, ClusterDescription, NewTopic};

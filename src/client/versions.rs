@@ -34,6 +34,14 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::DescribeGroups, Range { min: 0, max: 5 }),
     (ApiKey::ListGroups, Range { min: 0, max: 4 }),
     (ApiKey::DeleteGroups, Range { min: 0, max: 2 }),
+    (ApiKey::InitProducerId, Range { min: 0, max: 4 }),
+    (ApiKey::AddPartitionsToTxn, Range { min: 0, max: 3 }),
+    (ApiKey::AddOffsetsToTxn, Range { min: 0, max: 3 }),
+    (ApiKey::EndTxn, Range { min: 0, max: 3 }),
+    (ApiKey::TxnOffsetCommit, Range { min: 0, max: 3 }),
+    (ApiKey::DescribeProducers, Range { min: 0, max: 0 }),
+    (ApiKey::ListTransactions, Range { min: 0, max: 1 }),
+    (ApiKey::DescribeTransactions, Range { min: 0, max: 0 }),
 ];
 
 /// The highest version of `key` in both the client's and the broker's range, or `None` if
