@@ -49,7 +49,11 @@ def pytest_runtest_logreport(report):
     if item_marks is None:
         return
     family, check = item_marks
-    detail = clients.failure_summary(getattr(report, "_compat_error", "") or report.longreprtext) if report.failed else ""
+    detail = ""
+    if report.failed:
+        detail = clients.failure_summary(getattr(report, "_compat_error", "") or report.longreprtext)
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        detail = str(report.longrepr[2]).removeprefix("Skipped: ")
     _results.append({"family": family, "version": clients.version_of(family), "check": check,
                      "outcome": "pass" if report.passed else ("skip" if report.skipped else "fail"),
                      "detail": detail, "test": report.nodeid})

@@ -5,7 +5,7 @@ written by every run of tests/compat).
     python tests/compat/readme_table.py --write    # replace the table between the markers in README.md
 
 One row per check: client family, the version tested, what was checked, and the result (a
-failure shows the first line the client reported).
+failure shows the first line the client reported, a skip its reason).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ def table(results: list[dict]) -> str:
     rank = {f: i for i, f in enumerate(ORDER)}
     rows = sorted(results, key=lambda r: (rank.get(r["family"], len(ORDER)), r["family"], r["test"]))
     passed = sum(r["outcome"] == "pass" for r in rows)
-    out = [f"{passed} of {len(rows)} checks pass.", "",
+    skipped = sum(r["outcome"] == "skip" for r in rows)
+    summary = f"{passed} of {len(rows)} checks pass"
+    if skipped:
+        summary += f", {skipped} skipped (each names the API it waits for)"
+    out = [f"{summary}.", "",
            "| client / tool | version | check | result |", "|---|---|---|---|"]
     for r in rows:
         result = "pass" if r["outcome"] == "pass" else f"**{r['outcome']}**: {cell(r['detail'])}"

@@ -50,6 +50,7 @@ def test_kafka_topics_create_list_describe_delete(broker):
 @pytest.mark.compat(TOOLS, "kafka-topics --alter --partitions")
 def test_kafka_topics_alter_partitions(broker):
     b = broker.bootstrap
+    clients.require_api(b, 37)
     topics(b, "--create", "--topic", "grow", "--partitions", "2", "--replication-factor", "1")
     topics(b, "--alter", "--topic", "grow", "--partitions", "5")
     out = topics(b, "--describe", "--topic", "grow")
@@ -155,6 +156,7 @@ def test_kafka_configs_describe(broker):
 @pytest.mark.compat(TOOLS, "kafka-configs --alter --add-config / --delete-config (topic)")
 def test_kafka_configs_alter(broker):
     b = broker.bootstrap
+    clients.require_api(b, 44)
     ck_create_topic(b, "altered", partitions=1)
     clients.tool_ok(CONFIGS, "--bootstrap-server", b, "--entity-type", "topics", "--entity-name", "altered",
                     "--alter", "--add-config", "retention.ms=1000,max.message.bytes=2000000")

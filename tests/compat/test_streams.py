@@ -37,7 +37,7 @@ def expected_counts(text_lines):
 
 
 def produce_lines(bootstrap, topic, text_lines):
-    p = Producer(ck_conf(bootstrap, **{"acks": "all", "enable.idempotence": False}))
+    p = Producer(ck_conf(bootstrap))
     for i, ln in enumerate(text_lines):
         p.produce(topic, key=str(i).encode(), value=ln.encode())
     assert p.flush(60) == 0

@@ -57,18 +57,6 @@ public final class Check {
         return p;
     }
 
-    /**
-     * A producer that only seeds data for a consumer-side check (groups): acks=all without
-     * idempotence, so the consumer check does not depend on InitProducerId. The producer's
-     * defaults are what {@link Codecs} checks.
-     */
-    static Properties seedProducerProps(String bootstrap) {
-        Properties p = producerProps(bootstrap);
-        p.put(ProducerConfig.ACKS_CONFIG, "all");
-        p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "false");
-        return p;
-    }
-
     static Properties consumerProps(String bootstrap, String group) {
         Properties p = new Properties();
         p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);

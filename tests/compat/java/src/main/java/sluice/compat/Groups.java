@@ -25,9 +25,6 @@ import org.apache.kafka.common.TopicPartition;
  * overlap, every record is read exactly once, the group describes itself with both members,
  * and when one member leaves the other takes over all partitions and reads what follows.
  *
- * <p>The records are seeded by a non-idempotent producer ({@link Check#seedProducerProps}):
- * this check is about the consumers, which run with their defaults.
- *
  * <p>Args: {@code classic [range|cooperative-sticky]} (client-side assignors, JoinGroup and
  * SyncGroup) or {@code consumer uniform|range} (KIP-848: ConsumerGroupHeartbeat with a
  * server-side assignor, ConsumerGroupDescribe).
@@ -45,7 +42,7 @@ final class Groups {
         String group = "g-" + protocol + "-" + assignor + "-" + Check.RUN;
         Check.createTopic(bootstrap, topic, PARTITIONS);
         Map<Integer, long[]> where;
-        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Check.seedProducerProps(bootstrap))) {
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(Check.producerProps(bootstrap))) {
             where = Check.produceKeyed(producer, topic, "grp", RECORDS);
         }
         Properties cp = Check.consumerProps(bootstrap, group);
@@ -81,7 +78,7 @@ final class Groups {
             b.close(Duration.ofSeconds(30));
             b = null;
             Map<Integer, long[]> more;
-            try (KafkaProducer<String, String> producer = new KafkaProducer<>(Check.seedProducerProps(bootstrap))) {
+            try (KafkaProducer<String, String> producer = new KafkaProducer<>(Check.producerProps(bootstrap))) {
                 more = Check.produceKeyed(producer, topic, "grp2", 100);
             }
             List<ConsumerRecord<String, String>> rest = new ArrayList<>();
