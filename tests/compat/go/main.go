@@ -8,10 +8,13 @@ package main
 
 import (
 	"fmt"
+	"log"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/IBM/sarama"
 )
 
 // timeout bounds every wait of a check.
@@ -34,6 +37,10 @@ func main() {
 		os.Exit(2)
 	}
 	name := os.Args[1]
+	if os.Getenv("COMPAT_SARAMA_LOG") != "" {
+		// sarama's own log (joins, rebalances, retries) on stderr, to diagnose a slow check.
+		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Lmicroseconds)
+	}
 	summary, err := checks[name](os.Args[2])
 	if err != nil {
 		fmt.Printf("FAIL %s: %v\n", name, err)
