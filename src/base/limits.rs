@@ -25,3 +25,14 @@ pub const MAX_TOPIC_NAME_LEN: usize = 249;
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 /// Size of one disk read when scanning a segment at recovery.
 pub const RECOVERY_READ_CHUNK: usize = 1024 * 1024;
+/// Broker-wide cap on open client connections (Kafka's `max.connections`; Kafka leaves it
+/// unbounded): past it, new connections are closed at once, so a connection storm cannot
+/// exhaust file descriptors and per-connection buffers.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Broker-wide cap on the bytes of requests read but not yet answered (Kafka's
+/// `queued.max.request.bytes`, unbounded in Kafka), split evenly between shards. A connection
+/// whose next request does not fit waits before reading more, so TCP pushes back.
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 512 * 1024 * 1024;
+/// Kafka's broker `fetch.max.bytes` default: the most record bytes one fetch response carries,
+/// whatever the request asks.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;

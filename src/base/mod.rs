@@ -1,5 +1,6 @@
-//! Foundation types shared by every module: identifiers, offsets, limits, the clock and the
-//! Kafka error codes. Uses nothing else in the crate; everything else may use it.
+//! Foundation types shared by every module: identifiers, limits, the clock and the Kafka
+//! error codes. Offsets are plain `i64`s, as on the wire (a newtype would be converted back at
+//! every protocol boundary). Uses nothing else in the crate; everything else may use it.
 
 mod clock;
 mod error;

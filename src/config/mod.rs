@@ -70,6 +70,10 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
     pub producer_id_expiration_ms: i64,
+    pub producer_id_expiration_check_interval_ms: u64,
+    pub max_connections: usize,
+    pub queued_max_request_bytes: usize,
+    pub fetch_max_bytes: usize,
 }
 
 /// The file form: every key optional, absent keys take Kafka's defaults.
@@ -101,6 +105,10 @@ pub struct ConfigFile {
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<i64>,
     pub producer_id_expiration_ms: Option<i64>,
+    pub producer_id_expiration_check_interval_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub queued_max_request_bytes: Option<usize>,
+    pub fetch_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +173,11 @@ impl ConfigFile {
             transaction_state_log_num_partitions,
             transaction_max_timeout_ms,
             transactional_id_expiration_ms,
-            producer_id_expiration_ms
+            producer_id_expiration_ms,
+            producer_id_expiration_check_interval_ms,
+            max_connections,
+            queued_max_request_bytes,
+            fetch_max_bytes
         )
     }
 
@@ -230,7 +242,39 @@ impl ConfigFile {
                 .transactional_id_expiration_ms
                 .unwrap_or(7 * 24 * 3600 * 1000),
             producer_id_expiration_ms: self.producer_id_expiration_ms.unwrap_or(24 * 3600 * 1000),
+            producer_id_expiration_check_interval_ms: self
+                .producer_id_expiration_check_interval_ms
+                .unwrap_or(600_000),
+            max_connections: self
+                .max_connections
+                .unwrap_or(limits::DEFAULT_MAX_CONNECTIONS),
+            queued_max_request_bytes: self
+                .queued_max_request_bytes
+                .unwrap_or(limits::DEFAULT_QUEUED_MAX_REQUEST_BYTES),
+            fetch_max_bytes: self
+                .fetch_max_bytes
+                .unwrap_or(limits::DEFAULT_FETCH_MAX_BYTES),
         };
+        check(
+            "producer_id_expiration_check_interval_ms",
+            config.producer_id_expiration_check_interval_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "max_connections",
+            config.max_connections >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "queued_max_request_bytes",
+            config.queued_max_request_bytes >= config.socket_request_max_bytes.min(1 << 20),
+            "must hold at least one request of 1 MiB (or socket_request_max_bytes if smaller)",
+        )?;
+        check(
+            "fetch_max_bytes",
+            config.fetch_max_bytes >= 1024,
+            "must be at least 1024",
+        )?;
         check(
             "transaction_state_log_num_partitions",
             config.transaction_state_log_num_partitions >= 1,

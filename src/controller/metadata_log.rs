@@ -3,8 +3,9 @@
 //! A torn last record (a crash mid-append) is cut off at open. Records are JSON because they
 //! are few, small and worth reading by eye; `cluster.id` sits beside the log.
 //!
-//! Writes are plain blocking file calls: metadata changes are rare and small, and a topic
-//! create already waits for every shard to apply it.
+//! Opening reads with plain blocking calls (before the shards serve anything); appends write
+//! and fsync on the shard's blocking thread, so the controller's reactor keeps serving its
+//! partitions meanwhile. The controller serializes appends.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -12,6 +13,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::runtime;
 
 /// One committed metadata change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,15 +82,25 @@ impl MetadataLog {
         &self.path
     }
 
-    pub fn append(&mut self, record: &MetadataRecord) -> std::io::Result<()> {
-        let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        let mut frame = Vec::with_capacity(8 + json.len());
-        frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
-        frame.extend_from_slice(&json);
-        self.file.write_all(&frame)?;
-        self.file.sync_data()
+    /// Appends `record` durably. Callers must not run two appends at once.
+    pub async fn append(&self, record: &MetadataRecord) -> std::io::Result<()> {
+        let frame = encode_record(record)?;
+        let mut file = self.file.try_clone()?;
+        runtime::off_reactor(move || {
+            file.write_all(&frame)?;
+            file.sync_data()
+        })
+        .await
     }
+}
+
+fn encode_record(record: &MetadataRecord) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(8 + json.len());
+    frame.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&json).to_be_bytes());
+    frame.extend_from_slice(&json);
+    Ok(frame)
 }
 
 fn decode_records(bytes: &[u8]) -> (Vec<MetadataRecord>, usize) {
@@ -165,11 +178,14 @@ mod tests {
     fn records_survive_reopen_and_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut log, recs) = MetadataLog::open(dir.path()).unwrap();
+            let (log, recs) = MetadataLog::open(dir.path()).unwrap();
             assert!(recs.is_empty());
-            log.append(&create("a")).unwrap();
-            log.append(&MetadataRecord::DeleteTopic { name: "a".into() })
-                .unwrap();
+            runtime::block_on(async {
+                log.append(&create("a")).await.unwrap();
+                log.append(&MetadataRecord::DeleteTopic { name: "a".into() })
+                    .await
+                    .unwrap();
+            });
         }
         // a torn append: half a frame
         let mut f = OpenOptions::new()

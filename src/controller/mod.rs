@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures::future::LocalBoxFuture;
+use futures::lock::Mutex;
 
 use crate::base::{KafkaCode, KafkaError};
 pub use metadata_log::{MetadataLog, MetadataRecord};
@@ -51,7 +52,11 @@ pub struct TopicDefaults {
 }
 
 pub struct Controller {
-    log: RefCell<MetadataLog>,
+    log: MetadataLog,
+    /// Held from a change's validation to its commit, so changes apply one at a time
+    /// (each validated against the snapshot the one before it left) while the log's fsync
+    /// runs off the reactor.
+    changes: Mutex<()>,
     current: RefCell<Arc<ClusterSnapshot>>,
     shards: usize,
     defaults: TopicDefaults,
@@ -73,7 +78,8 @@ impl Controller {
             snapshot.apply(&r);
         }
         Ok(Controller {
-            log: RefCell::new(log),
+            log,
+            changes: Mutex::new(()),
             current: RefCell::new(Arc::new(snapshot)),
             shards,
             defaults,
@@ -99,21 +105,23 @@ impl Controller {
     ) -> Vec<CreatedTopic> {
         let mut results = Vec::with_capacity(topics.len());
         let mut changed = false;
+        let guard = self.changes.lock().await;
         for t in topics {
-            let result = self.create_one(&t, validate_only);
+            let result = self.create_one(&t, validate_only).await;
             changed |= result.is_ok() && !validate_only;
             results.push(CreatedTopic {
                 name: t.name,
                 result,
             });
         }
+        drop(guard);
         if changed {
             self.publish_current().await;
         }
         results
     }
 
-    fn create_one(&self, t: &NewTopic, validate_only: bool) -> Result<TopicInfo, KafkaError> {
+    async fn create_one(&self, t: &NewTopic, validate_only: bool) -> Result<TopicInfo, KafkaError> {
         let snap = self.snapshot();
         validate::topic_name(&t.name)?;
         if snap.topics.contains_key(&t.name) {
@@ -146,7 +154,7 @@ impl Controller {
             preview.apply(&record);
             return Ok(preview.topics[&t.name].clone());
         }
-        self.commit(record)?;
+        self.commit(record).await?;
         Ok(self.snapshot().topics[&t.name].clone())
     }
 
@@ -154,9 +162,11 @@ impl Controller {
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<(String, Result<(), KafkaError>)> {
         let mut results = Vec::with_capacity(names.len());
         let mut changed = false;
+        let guard = self.changes.lock().await;
         for name in names {
             let result = if self.snapshot().topics.contains_key(&name) {
                 self.commit(MetadataRecord::DeleteTopic { name: name.clone() })
+                    .await
             } else {
                 Err(KafkaError::new(
                     KafkaCode::UnknownTopicOrPartition,
@@ -166,6 +176,7 @@ impl Controller {
             changed |= result.is_ok();
             results.push((name, result));
         }
+        drop(guard);
         if changed {
             self.publish_current().await;
         }
@@ -173,19 +184,21 @@ impl Controller {
     }
 
     /// Hands out the next block of `count` producer ids, durably, as `(first, count)`.
-    pub fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), KafkaError> {
+    pub async fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), KafkaError> {
+        let _guard = self.changes.lock().await;
         let first = self.snapshot().next_producer_id;
         self.commit(MetadataRecord::ProducerIds {
             next_producer_id: first + count,
-        })?;
+        })
+        .await?;
         Ok((first, count))
     }
 
-    /// Appends a record durably, then applies it to a new snapshot.
-    fn commit(&self, record: MetadataRecord) -> Result<(), KafkaError> {
+    /// Appends a record durably, then applies it to a new snapshot. Callers hold `changes`.
+    async fn commit(&self, record: MetadataRecord) -> Result<(), KafkaError> {
         self.log
-            .borrow_mut()
             .append(&record)
+            .await
             .map_err(|e| KafkaError::new(KafkaCode::KafkaStorageError, e.to_string()))?;
         let mut next = (*self.snapshot()).clone();
         next.apply(&record);

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use super::MetadataRecord;
 
+/// Kafka's internal topics: only these are flagged internal in Metadata (a user's topic may
+/// start with "__" too).
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
     pub node_id: i32,
@@ -34,6 +38,9 @@ pub struct TopicInfo {
 
 #[derive(Debug, Clone)]
 pub struct ClusterSnapshot {
+    /// How many metadata records this snapshot reflects: a later snapshot has a higher one,
+    /// so a shard can tell an old snapshot arriving late from a new one.
+    pub version: u64,
     pub cluster_id: String,
     pub controller_id: i32,
     pub brokers: Vec<BrokerInfo>,
@@ -45,6 +52,7 @@ pub struct ClusterSnapshot {
 impl ClusterSnapshot {
     pub fn empty(broker: BrokerInfo, cluster_id: String) -> Self {
         Self {
+            version: 0,
             cluster_id,
             controller_id: broker.node_id,
             brokers: vec![broker],
@@ -91,6 +99,7 @@ impl ClusterSnapshot {
     }
 
     pub fn apply(&mut self, record: &MetadataRecord) {
+        self.version += 1;
         match record {
             MetadataRecord::CreateTopic {
                 name,
@@ -120,7 +129,7 @@ impl ClusterSnapshot {
                         partitions,
                         replication_factor: *replication_factor,
                         configs: configs.clone(),
-                        internal: name.starts_with("__"),
+                        internal: INTERNAL_TOPICS.contains(&name.as_str()),
                     },
                 );
             }
@@ -144,6 +153,24 @@ mod tests {
             host: "h".into(),
             port: 1,
         }
+    }
+
+    #[test]
+    fn only_kafkas_internal_topics_are_flagged_internal() {
+        let mut s = ClusterSnapshot::empty(broker(), "c".into());
+        for name in ["__consumer_offsets", "__transaction_state", "__mine"] {
+            s.apply(&MetadataRecord::CreateTopic {
+                name: name.into(),
+                topic_id: [1; 16],
+                shards: vec![0],
+                replication_factor: 1,
+                configs: Default::default(),
+            });
+        }
+        assert!(s.topics["__consumer_offsets"].internal);
+        assert!(s.topics["__transaction_state"].internal);
+        assert!(!s.topics["__mine"].internal);
+        assert_eq!(s.version, 3);
     }
 
     #[test]

@@ -231,8 +231,17 @@ impl Log {
     /// A receiver that fires the next time the high watermark moves.
     pub fn data_arrival(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        self.state.borrow_mut().data_waiters.push(tx);
+        let mut s = self.state.borrow_mut();
+        // Long polls that timed out drop their receiver; on an idle log nothing else would
+        // ever clear their senders.
+        s.data_waiters.retain(|w| !w.is_canceled());
+        s.data_waiters.push(tx);
         rx
+    }
+
+    /// Long polls parked on this log (for metrics and tests).
+    pub fn data_waiters(&self) -> usize {
+        self.state.borrow().data_waiters.len()
     }
 
     /// Reads whole batches from `offset`, below the high watermark, about `max_bytes` of them

@@ -13,6 +13,8 @@ pub struct ShardMetrics {
     pub connections_accepted: Cell<u64>,
     /// Connections closed for a malformed or oversized frame.
     pub connections_refused_frames: Cell<u64>,
+    /// Connections closed at once because the broker had `max_connections` open.
+    pub connections_refused_limit: Cell<u64>,
 }
 
 impl ShardMetrics {
@@ -33,6 +35,10 @@ impl ShardMetrics {
             (
                 "sluice_connections_refused_frames_total",
                 self.connections_refused_frames.get(),
+            ),
+            (
+                "sluice_connections_refused_limit_total",
+                self.connections_refused_limit.get(),
             ),
         ];
         rows.iter()

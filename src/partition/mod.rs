@@ -16,7 +16,7 @@
 mod persist;
 pub mod producer_state;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -70,7 +70,7 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 pub struct Partition {
     pub tp: TopicPartition,
     pub topic_id: [u8; 16],
-    pub leader_epoch: i32,
+    leader_epoch: Cell<i32>,
     log: Rc<Log>,
     message_max_bytes: usize,
     txn: RefCell<TxnState>,
@@ -130,11 +130,21 @@ impl Partition {
         Ok(Rc::new(Partition {
             tp,
             topic_id,
-            leader_epoch,
+            leader_epoch: Cell::new(leader_epoch),
             log,
             message_max_bytes,
             txn: RefCell::new(txn),
         }))
+    }
+
+    /// The epoch stamped on batches appended from now on.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    /// A new leader epoch from the metadata (same log).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.set(epoch);
     }
 
     pub fn offsets(&self) -> LogOffsets {
@@ -186,7 +196,7 @@ impl Partition {
         let bytes = BytesMut::from(&records[start..start + len]);
         let appended = self
             .log
-            .append(bytes, self.leader_epoch)
+            .append(bytes, self.leader_epoch.get())
             .map_err(storage_error)?;
         self.txn.borrow_mut().producers.on_append(
             &identity,
@@ -218,7 +228,7 @@ impl Partition {
         let marker = batch::build_marker(producer_id, epoch, coordinator_epoch, kind, now);
         let appended = self
             .log
-            .append(BytesMut::from(&marker[..]), self.leader_epoch)
+            .append(BytesMut::from(&marker[..]), self.leader_epoch.get())
             .map_err(storage_error)?;
         let aborted = self.txn.borrow_mut().producers.on_marker(
             producer_id,
@@ -361,6 +371,11 @@ impl Partition {
             .filter(|t| t.first_offset < upper)
             .copied()
             .collect()
+    }
+
+    /// Long polls parked on this partition.
+    pub fn data_waiters(&self) -> usize {
+        self.log.data_waiters()
     }
 
     /// Fires when the high watermark next moves.

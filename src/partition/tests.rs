@@ -234,3 +234,21 @@ fn snapshots_follow_segment_rolls() {
         p.close().await.unwrap();
     });
 }
+
+#[test]
+fn long_polls_that_time_out_leave_nothing_behind_on_an_idle_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let p = open(dir.path()).await;
+        let live = p.data_arrival();
+        for _ in 0..10_000 {
+            // A long poll that parks, then times out and drops its receiver.
+            drop(p.data_arrival());
+        }
+        assert!(p.data_waiters() <= 2, "{} waiters", p.data_waiters());
+        append_durably(&p, produced(-1, -1, -1, 1, false))
+            .await
+            .unwrap();
+        assert_eq!(live.await, Ok(()), "the parked poll still hears the append");
+    });
+}

@@ -9,7 +9,7 @@ use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{join_all, select_all, LocalBoxFuture};
 use futures::StreamExt;
 
@@ -19,8 +19,8 @@ use crate::metrics::ShardMetrics;
 use crate::partition::{ProducerView, ReadResult};
 use crate::runtime::{self, MeshReceivers, MeshSenders};
 use crate::shard::{
-    Assignment, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, ProduceOutcome, ProducePart,
-    Shard, ShardRequest,
+    Desired, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, Placement, ProduceOutcome,
+    ProducePart, Role, Shard, ShardRequest,
 };
 
 /// The shard that runs the controller.
@@ -63,7 +63,11 @@ pub struct Router {
     controller: RefCell<Option<Rc<Controller>>>,
     metrics: Rc<ShardMetrics>,
     snapshot_seen: RefCell<Option<oneshot::Sender<()>>>,
+    metadata_queue: mpsc::UnboundedSender<PendingSnapshot>,
 }
+
+/// A snapshot waiting for this shard's metadata task, and who waits for it.
+type PendingSnapshot = (Arc<ClusterSnapshot>, oneshot::Sender<()>);
 
 impl Router {
     pub fn new(
@@ -74,6 +78,7 @@ impl Router {
         metrics: Rc<ShardMetrics>,
     ) -> (Rc<Router>, oneshot::Receiver<()>) {
         let (first_tx, first_rx) = oneshot::channel();
+        let (metadata_queue, queued) = mpsc::unbounded();
         let router = Rc::new(Router {
             me: senders.me(),
             shards,
@@ -83,7 +88,9 @@ impl Router {
             controller: RefCell::new(None),
             metrics,
             snapshot_seen: RefCell::new(Some(first_tx)),
+            metadata_queue,
         });
+        runtime::detach(Self::apply_snapshots(Rc::downgrade(&router), queued));
         (router, first_rx)
     }
 
@@ -134,36 +141,69 @@ impl Router {
             }
             MeshMessage::Invoke(work) => work(),
             MeshMessage::AllocateProducerIds { reply } => {
-                let _ = reply.send(self.allocate_producer_ids_here());
-            }
-            MeshMessage::Snapshot { snapshot, applied } => {
                 let me = self.clone();
                 runtime::detach(async move {
-                    me.apply_snapshot(snapshot).await;
-                    let _ = applied.send(());
+                    let _ = reply.send(me.allocate_producer_ids_here().await);
                 });
             }
+            MeshMessage::Snapshot { snapshot, applied } => self.queue_snapshot(snapshot, applied),
         }
     }
 
-    /// Installs a snapshot here: partitions placed on this shard are opened (or removed)
-    /// before the snapshot becomes visible to this shard's connections.
-    pub async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
-        let assigned: Vec<Assignment> = snapshot
+    /// Queues a snapshot for this shard's metadata task; `applied` completes once it (or a
+    /// newer one) is in effect here.
+    fn queue_snapshot(&self, snapshot: Arc<ClusterSnapshot>, applied: oneshot::Sender<()>) {
+        if let Err(e) = self.metadata_queue.unbounded_send((snapshot, applied)) {
+            // The task is gone only at shutdown; whoever waits is told by the dropped sender.
+            drop(e);
+        }
+    }
+
+    /// The one task that applies snapshots on this shard, in arrival order; a snapshot not
+    /// newer than the applied one is skipped (its waiter is answered: what it asked for is
+    /// already in effect). Partitions open before the snapshot becomes visible here.
+    async fn apply_snapshots(
+        me: Weak<Router>,
+        mut queue: mpsc::UnboundedReceiver<PendingSnapshot>,
+    ) {
+        while let Some((snapshot, applied)) = queue.next().await {
+            let Some(router) = me.upgrade() else { break };
+            router.apply_snapshot(snapshot).await;
+            let _ = applied.send(());
+        }
+    }
+
+    async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
+        let here = snapshot
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| p.shard % self.shards == self.me)
-                    .map(move |p| Assignment {
-                        tp: TopicPartition::new(t.name.clone(), p.index),
-                        topic_id: t.topic_id,
-                        leader_epoch: p.leader_epoch,
+                    .filter(|p| self.owns(p.shard))
+                    .map(move |p| {
+                        let placement = Placement {
+                            topic_id: t.topic_id,
+                            leader_epoch: p.leader_epoch,
+                            role: Role::Leader,
+                        };
+                        (TopicPartition::new(t.name.clone(), p.index), placement)
                     })
             })
             .collect();
-        self.local.apply_assignments(assigned).await;
+        let exists = |tp: &TopicPartition, id: &[u8; 16]| {
+            snapshot.topics.get(&tp.topic).is_some_and(|t| {
+                t.topic_id == *id && snapshot.partition(&tp.topic, tp.partition).is_some()
+            })
+        };
+        let desired = Desired {
+            version: snapshot.version,
+            here,
+            exists: &exists,
+        };
+        if !self.local.apply_metadata(desired).await {
+            return;
+        }
         *self.snapshot.borrow_mut() = snapshot;
         if let Some(first) = self.snapshot_seen.borrow_mut().take() {
             let _ = first.send(());
@@ -194,7 +234,9 @@ impl Router {
                         acks.push(rx);
                     }
                 }
-                router.apply_snapshot(snapshot).await;
+                let (tx, rx) = oneshot::channel();
+                router.queue_snapshot(snapshot, tx);
+                acks.push(rx);
                 join_all(acks).await;
             })
         }
@@ -359,7 +401,8 @@ impl Router {
             let bytes: usize = results.iter().map(|r| r.records.len()).sum();
             let errored = results.iter().any(|r| r.error.is_some());
             let now = Instant::now();
-            if bytes >= min_bytes.max(1) || errored || now >= deadline || parts.is_empty() {
+            // min_bytes 0 answers at once, whatever is there (Kafka's fetch.min.bytes=0).
+            if bytes >= min_bytes || errored || now >= deadline || parts.is_empty() {
                 return results;
             }
             self.wait_for_data(&parts, deadline - now).await;
@@ -484,7 +527,7 @@ impl Router {
     /// A block of producer ids from the controller, as `(first, count)`.
     pub async fn allocate_producer_ids(&self) -> Result<(i64, i64), KafkaError> {
         if self.controller.borrow().is_some() {
-            return self.allocate_producer_ids_here();
+            return self.allocate_producer_ids_here().await;
         }
         let (tx, rx) = oneshot::channel();
         let msg = MeshMessage::AllocateProducerIds { reply: tx };
@@ -493,10 +536,10 @@ impl Router {
             .unwrap_or_else(|_| Err(KafkaCode::CoordinatorNotAvailable.into()))
     }
 
-    fn allocate_producer_ids_here(&self) -> Result<(i64, i64), KafkaError> {
+    async fn allocate_producer_ids_here(&self) -> Result<(i64, i64), KafkaError> {
         let controller = self.controller.borrow().clone();
         match controller {
-            Some(c) => c.allocate_producer_ids(PRODUCER_ID_BLOCK),
+            Some(c) => c.allocate_producer_ids(PRODUCER_ID_BLOCK).await,
             None => Err(KafkaCode::NotController.into()),
         }
     }

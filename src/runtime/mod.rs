@@ -15,6 +15,7 @@ pub use mesh::{Mesh, MeshReceivers, MeshSenders};
 
 pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 pub use glommio::net::{TcpListener, TcpStream};
+pub use glommio::sync::{Semaphore, StaticPermit};
 pub use glommio::task::JoinHandle as DetachedTask;
 pub use glommio::timer::sleep;
 pub use glommio::Task;

@@ -4,6 +4,8 @@
 //! A malformed frame closes this connection only.
 
 use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::channel::mpsc;
@@ -16,28 +18,47 @@ use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
 use crate::metrics::ShardMetrics;
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::frame;
-use crate::runtime::{self, Task, TcpStream};
+use crate::runtime::{self, Semaphore, StaticPermit, Task, TcpStream};
 
 use super::handlers::{Handlers, Reply};
 
 /// What a request task yields: a frame to write, nothing (acks=0), or a reason to close.
 type Outcome = Result<Option<BytesMut>, String>;
 
+/// A started request and its share of the shard's request-bytes budget, held until its
+/// answer is written.
+type InFlight = (Task<Outcome>, StaticPermit);
+
+/// The bounds every connection of a shard shares.
+pub struct ConnectionLimits {
+    /// The largest request frame accepted (`socket_request_max_bytes`).
+    pub max_frame: usize,
+    /// Bytes of requests read and not yet answered on this shard (its share of
+    /// `queued_max_request_bytes`).
+    pub request_bytes: Rc<Semaphore>,
+    /// The size of `request_bytes` when nothing is in flight.
+    pub request_budget: usize,
+    pub max_connections: usize,
+    /// Open client connections on every shard.
+    pub broker_connections: Arc<AtomicUsize>,
+}
+
 const READ_CHUNK: usize = 64 * 1024;
 
 pub async fn serve(
     stream: TcpStream,
     handlers: Rc<Handlers>,
-    max_frame: usize,
+    limits: &ConnectionLimits,
     stop: Shared<futures::channel::oneshot::Receiver<()>>,
 ) {
+    let max_frame = limits.max_frame;
     let _ = stream.set_nodelay(true);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (mut reader, writer) = stream.split();
-    let (mut queue, pending) = mpsc::channel::<Task<Outcome>>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let (mut queue, pending) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_task = runtime::spawn(write_responses(writer, pending));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut chunk = vec![0u8; READ_CHUNK];
@@ -45,6 +66,10 @@ pub async fn serve(
         loop {
             match frame::take_frame(&mut buf, max_frame) {
                 Ok(Some(f)) => {
+                    // Waiting here stops reading: the client's TCP window fills and it waits.
+                    let Some(permit) = limits.reserve(f.len()).await else {
+                        break 'conn;
+                    };
                     let task = match start_request(&handlers, f, &peer).await {
                         Ok(task) => task,
                         Err(reason) => {
@@ -55,7 +80,7 @@ pub async fn serve(
                             break 'conn;
                         }
                     };
-                    if queue.send(task).await.is_err() {
+                    if queue.send((task, permit)).await.is_err() {
                         break 'conn;
                     }
                 }
@@ -79,12 +104,23 @@ pub async fn serve(
     writer_task.await;
 }
 
+impl ConnectionLimits {
+    /// Takes `bytes` of the shard's request budget (the whole budget for a larger frame, so
+    /// any accepted frame can still run alone); `None` once the budget is closed.
+    async fn reserve(&self, bytes: usize) -> Option<StaticPermit> {
+        let units = bytes.clamp(1, self.request_budget) as u64;
+        self.request_bytes.acquire_static_permit(units).await.ok()
+    }
+}
+
 async fn write_responses(
     mut writer: futures::io::WriteHalf<TcpStream>,
-    mut pending: mpsc::Receiver<Task<Outcome>>,
+    mut pending: mpsc::Receiver<InFlight>,
 ) {
-    while let Some(task) = pending.next().await {
-        match task.await {
+    while let Some((task, permit)) = pending.next().await {
+        let outcome = task.await;
+        let _held_until_written = permit;
+        match outcome {
             Ok(Some(frame)) => {
                 if writer.write_all(&frame).await.is_err() {
                     break;
@@ -130,7 +166,7 @@ async fn start_request(
     if let RequestKind::Produce(produce) = req.body {
         ShardMetrics::bump(&handlers.router.metrics().produce_requests);
         let done = handlers.produce(produce).await;
-        return Ok(runtime::spawn(async move { encode(done.await) }));
+        return Ok(runtime::spawn(async move { done.await.and_then(encode) }));
     }
     let h = handlers.clone();
     let client = ClientInfo {

@@ -29,6 +29,7 @@ use crate::controller::{ClusterSnapshot, NewTopic, TopicInfo};
 use crate::partition::Isolation;
 use crate::protocol::codec;
 use crate::router::Router;
+use crate::runtime;
 use crate::shard::{FetchPart, OffsetQuery, Origin, ProducePart};
 
 /// Settings the handlers need.
@@ -37,6 +38,9 @@ pub struct HandlerSettings {
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub default_replication_factor: i16,
+    /// The broker's `fetch.max.bytes`: no fetch answer carries more record bytes, whatever
+    /// the request asks (the first batch excepted, as in Kafka).
+    pub fetch_max_bytes: usize,
 }
 
 pub struct Handlers {
@@ -48,6 +52,13 @@ pub struct Handlers {
 
 /// A response to send, or none (acks=0 produce).
 pub type Reply = Option<ResponseKind>;
+
+/// How long an acks=all produce may wait for its acknowledgement (`timeout_ms`). Kafka's
+/// timeout covers the wait for the in-sync replicas, so acks=1 and acks=0 answer regardless;
+/// 0 or less means no wait bound.
+fn produce_timeout(acks: i16, timeout_ms: i32) -> Option<Duration> {
+    (acks == -1 && timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64))
+}
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
@@ -154,8 +165,12 @@ impl Handlers {
         ResponseKind::DescribeCluster(resp)
     }
 
-    /// Stage one of a produce (appends done in order); the returned future builds the reply.
-    pub async fn produce(&self, req: ProduceRequest) -> LocalBoxFuture<'static, Reply> {
+    /// Stage one of a produce (appends done in order); the returned future builds the reply,
+    /// or a reason to close the connection (a failed acks=0 produce).
+    pub async fn produce(
+        &self,
+        req: ProduceRequest,
+    ) -> LocalBoxFuture<'static, Result<Reply, String>> {
         let acks = req.acks;
         let shape: Vec<(String, Vec<i32>)> = req
             .topic_data
@@ -169,7 +184,9 @@ impl Handlers {
             .collect();
         if !matches!(acks, -1..=1) {
             let err = KafkaError::new(KafkaCode::InvalidRequiredAcks, "");
-            return Box::pin(async move { Some(produce_response(&shape, |_| Err(err.clone()))) });
+            return Box::pin(
+                async move { Ok(Some(produce_response(&shape, |_| Err(err.clone())))) },
+            );
         }
         if self.settings.auto_create_topics {
             let snap = self.router.snapshot();
@@ -220,10 +237,30 @@ impl Handlers {
             .map(|p| (p.tp.topic.clone(), p.tp.partition))
             .collect();
         let done = self.router.submit_produce(parts, acks).await;
+        let timeout = produce_timeout(acks, req.timeout_ms);
         Box::pin(async move {
-            let outcomes = done.await;
+            let outcomes = match timeout {
+                Some(t) => runtime::timeout(t, done).await,
+                None => Some(done.await),
+            };
+            let Some(outcomes) = outcomes else {
+                let err = KafkaError::new(
+                    KafkaCode::RequestTimedOut,
+                    "the produce was not acknowledged within its timeout_ms",
+                );
+                return Ok(Some(produce_response(&shape, |k| {
+                    Err(early.get(k).cloned().unwrap_or_else(|| err.clone()))
+                })));
+            };
             if acks == 0 {
-                return None;
+                let failed = !early.is_empty() || outcomes.iter().any(|o| o.error.is_some());
+                // Kafka closes an acks=0 producer's connection on an error: with no answer
+                // to read, the closed socket is how the client learns to refresh metadata.
+                return if failed {
+                    Err("an acks=0 produce failed".to_owned())
+                } else {
+                    Ok(None)
+                };
             }
             let mut by_key: BTreeMap<(String, i32), Result<(i64, i64), KafkaError>> =
                 early.into_iter().map(|(k, e)| (k, Err(e))).collect();
@@ -234,22 +271,23 @@ impl Handlers {
                 };
                 by_key.insert(k, r);
             }
-            Some(produce_response(&shape, |k| {
+            Ok(Some(produce_response(&shape, |k| {
                 by_key
                     .get(k)
                     .cloned()
                     .unwrap_or(Err(KafkaCode::UnknownServerError.into()))
-            }))
+            })))
         })
     }
 
     pub async fn fetch(&self, req: FetchRequest, version: i16) -> ResponseKind {
         let snap = self.router.snapshot();
-        let total_max = if req.max_bytes <= 0 {
-            i32::MAX
+        let asked = if req.max_bytes <= 0 {
+            usize::MAX
         } else {
-            req.max_bytes
-        } as usize;
+            req.max_bytes as usize
+        };
+        let total_max = asked.min(self.settings.fetch_max_bytes);
         let isolation = Isolation::from_wire(req.isolation_level);
         let mut layout: Vec<(String, uuid::Uuid, Vec<i32>)> = Vec::new();
         let mut parts = Vec::new();

@@ -12,6 +12,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ use crate::shard::Shard;
 
 pub use handlers::HandlerSettings;
 
+use connection::ConnectionLimits;
+
 /// How long a clean shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +50,8 @@ struct ShardContext {
     mesh: Mesh<crate::router::MeshMessage>,
     controls: Arc<Mutex<Vec<Option<mpsc::UnboundedReceiver<Control>>>>>,
     ready: std_mpsc::Sender<Result<(), String>>,
+    /// Client connections open on every shard (bounded by `max_connections`).
+    connections: Arc<AtomicUsize>,
 }
 
 /// Runs a broker until SIGINT or SIGTERM, then shuts it down cleanly.
@@ -73,6 +78,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         mesh: Mesh::new(shards, MESH_CHANNEL_CAPACITY),
         controls: Arc::new(Mutex::new(control_rxs)),
         ready: ready_tx,
+        connections: Arc::new(AtomicUsize::new(0)),
     };
     // The signal handler is installed before any shard starts, so no signal is missed.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -208,6 +214,11 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         config.log.clone(),
         config.message_max_bytes,
     );
+    runtime::detach(expire_producers(
+        Rc::downgrade(&shard),
+        config.producer_id_expiration_ms,
+        Duration::from_millis(config.producer_id_expiration_check_interval_ms),
+    ));
     let initial = Arc::new(ClusterSnapshot::empty(ctx.broker.clone(), String::new()));
     let (router, first_snapshot) = Router::new(senders, config.cores, shard, initial, metrics);
     router.serve_mesh(receivers);
@@ -242,6 +253,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             auto_create_topics: config.auto_create_topics_enable,
             default_partitions: config.num_partitions,
             default_replication_factor: config.default_replication_factor,
+            fetch_max_bytes: config.fetch_max_bytes,
         },
         groups: group_config,
         txn: txn_config,
@@ -249,10 +261,17 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let stop = stop_rx.shared();
     let open_connections = Rc::new(Cell::new(0usize));
+    let limits = Rc::new(ConnectionLimits {
+        max_frame: config.socket_request_max_bytes,
+        request_bytes: Rc::new(runtime::Semaphore::new(request_budget(config) as u64)),
+        request_budget: request_budget(config),
+        max_connections: config.max_connections,
+        broker_connections: ctx.connections.clone(),
+    });
     let accept_task = runtime::spawn(accept_loop(
         listener,
         handlers,
-        config.socket_request_max_bytes,
+        limits,
         stop,
         open_connections.clone(),
     ));
@@ -265,10 +284,28 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     })
 }
 
+/// Every `interval`, forgets the producers this shard's partitions have not heard from in
+/// `expiration_ms` (Kafka's producer-id expiration check), until the shard is gone.
+async fn expire_producers(shard: std::rc::Weak<Shard>, expiration_ms: i64, interval: Duration) {
+    loop {
+        runtime::sleep(interval).await;
+        let Some(shard) = shard.upgrade() else { return };
+        let forgotten = shard.expire_producers(expiration_ms);
+        if forgotten > 0 {
+            tracing::debug!(shard = shard.id(), forgotten, "expired idle producer ids");
+        }
+    }
+}
+
+/// This shard's share of the broker-wide `queued_max_request_bytes`.
+fn request_budget(config: &BrokerConfig) -> usize {
+    (config.queued_max_request_bytes / config.cores.max(1)).max(1)
+}
+
 async fn accept_loop(
     listener: TcpListener,
     handlers: Rc<handlers::Handlers>,
-    max_frame: usize,
+    limits: Rc<ConnectionLimits>,
     stop: futures::future::Shared<oneshot::Receiver<()>>,
     open: Rc<Cell<usize>>,
 ) {
@@ -281,12 +318,24 @@ async fn accept_loop(
                 continue;
             }
         };
+        let broker_wide = limits.broker_connections.fetch_add(1, Ordering::SeqCst);
+        if broker_wide >= limits.max_connections {
+            limits.broker_connections.fetch_sub(1, Ordering::SeqCst);
+            ShardMetrics::bump(&handlers.router.metrics().connections_refused_limit);
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "connection limit reached; closing a new connection"
+            );
+            drop(stream);
+            continue;
+        }
         ShardMetrics::bump(&handlers.router.metrics().connections_accepted);
         open.set(open.get() + 1);
-        let (h, s, o) = (handlers.clone(), stop.clone(), open.clone());
+        let (h, s, o, l) = (handlers.clone(), stop.clone(), open.clone(), limits.clone());
         runtime::detach(async move {
-            connection::serve(stream, h, max_frame, s).await;
+            connection::serve(stream, h, &l, s).await;
             o.set(o.get() - 1);
+            l.broker_connections.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }

@@ -1,4 +1,5 @@
-//! A shard owns this core's partitions: it opens and closes them as metadata snapshots say,
+//! A shard owns this core's partitions: it opens and closes them as metadata snapshots say
+//! (one snapshot at a time, newest wins, as explicit transitions: see [`transitions`]),
 //! and runs the partition work that arrives for them, from its own connections or from
 //! other shards. Requests arrive as owned [`ShardRequest`] values with a oneshot for the
 //! answer; [`Shard::dispatch`] does the order-sensitive part (appending) at once and spawns
@@ -20,6 +21,10 @@ pub use crate::partition::Origin;
 use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
 use crate::protocol::batch::ControlType;
 use crate::runtime;
+pub use transitions::{Desired, Placement, Role};
+use transitions::{MetadataApplier, Transition};
+
+mod transitions;
 
 /// One partition's part of a produce.
 #[derive(Debug)]
@@ -100,14 +105,6 @@ pub enum ShardRequest {
     },
 }
 
-/// A partition the metadata places on this shard.
-#[derive(Debug, Clone)]
-pub struct Assignment {
-    pub tp: TopicPartition,
-    pub topic_id: [u8; 16],
-    pub leader_epoch: i32,
-}
-
 /// The partitions this shard owns.
 pub struct Shard {
     id: usize,
@@ -115,6 +112,7 @@ pub struct Shard {
     settings: LogSettings,
     message_max_bytes: usize,
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    applier: RefCell<MetadataApplier>,
 }
 
 fn not_here() -> KafkaError {
@@ -137,6 +135,7 @@ impl Shard {
             settings,
             message_max_bytes,
             partitions: RefCell::new(HashMap::new()),
+            applier: RefCell::new(MetadataApplier::default()),
         })
     }
 
@@ -334,34 +333,55 @@ impl Shard {
         }
     }
 
-    /// Opens the partitions assigned here and closes (and deletes) those no longer assigned.
-    pub async fn apply_assignments(&self, assigned: Vec<Assignment>) {
-        let wanted: HashMap<TopicPartition, ([u8; 16], i32)> = assigned
-            .into_iter()
-            .map(|a| (a.tp, (a.topic_id, a.leader_epoch)))
-            .collect();
-        let stale: Vec<(TopicPartition, Rc<Partition>)> = self
-            .partitions
-            .borrow()
-            .iter()
-            .filter(|(tp, p)| wanted.get(*tp).is_none_or(|(id, _)| *id != p.topic_id))
-            .map(|(tp, p)| (tp.clone(), p.clone()))
-            .collect();
-        for (tp, p) in stale {
-            self.partitions.borrow_mut().remove(&tp);
-            if let Err(e) = p.delete().await {
-                tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
-            }
+    /// Brings this shard to the metadata in `desired` (see [`transitions`]); returns false
+    /// when `desired` is not newer than what was applied, which is then left alone. Callers
+    /// apply one snapshot at a time.
+    pub async fn apply_metadata(&self, desired: Desired<'_>) -> bool {
+        let Some(steps) = self.applier.borrow_mut().offer(desired) else {
+            return false;
+        };
+        for step in steps {
+            self.run_transition(step).await;
         }
-        for (tp, (topic_id, epoch)) in wanted {
-            if self.partitions.borrow().contains_key(&tp) {
-                continue;
-            }
-            match self.open_partition(&tp, topic_id, epoch).await {
-                Ok(p) => {
-                    self.partitions.borrow_mut().insert(tp, p);
+        true
+    }
+
+    async fn run_transition(&self, step: Transition) {
+        match step {
+            Transition::Delete { tp } => {
+                let removed = self.partitions.borrow_mut().remove(&tp);
+                if let Some(p) = removed {
+                    if let Err(e) = p.delete().await {
+                        tracing::warn!(partition = %tp, error = %e, "removing deleted partition failed");
+                    }
                 }
-                Err(e) => tracing::error!(partition = %tp, error = %e, "cannot open partition"),
+            }
+            Transition::Stop { tp } => {
+                let removed = self.partitions.borrow_mut().remove(&tp);
+                if let Some(p) = removed {
+                    if let Err(e) = p.close().await {
+                        tracing::error!(partition = %tp, error = %e, "close failed");
+                    }
+                }
+            }
+            Transition::Open { tp, placement } => {
+                match self
+                    .open_partition(&tp, placement.topic_id, placement.leader_epoch)
+                    .await
+                {
+                    Ok(p) => {
+                        self.partitions.borrow_mut().insert(tp, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = %tp, error = %e, "cannot open partition");
+                        self.applier.borrow_mut().open_failed(&tp);
+                    }
+                }
+            }
+            Transition::SetLeaderEpoch { tp, leader_epoch } => {
+                if let Some(p) = self.partition(&tp) {
+                    p.set_leader_epoch(leader_epoch);
+                }
             }
         }
     }
@@ -384,6 +404,17 @@ impl Shard {
         )
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// Forgets, on every partition here, producers idle past `expiration_ms`
+    /// (`producer.id.expiration.ms`); returns how many were forgotten.
+    pub fn expire_producers(&self, expiration_ms: i64) -> usize {
+        let now = SystemClock.now_ms();
+        self.partitions
+            .borrow()
+            .values()
+            .map(|p| p.expire_producers(now, expiration_ms))
+            .sum()
     }
 
     /// Flushes and closes every partition (clean shutdown).

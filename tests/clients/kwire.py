@@ -489,8 +489,8 @@ class ProducePartitionResult:
     base_offset: int
 
 
-def produce(conn: Connection, topic, partition, batch: bytes, version=3, acks=-1, timeout_ms=15000):
-    """Produce v2 or v3 of one batch to one partition. Returns [ProducePartitionResult]."""
+def produce_body(topic, partition, batch: bytes, version=3, acks=-1, timeout_ms=15000) -> bytes:
+    """The body of a Produce v2 or v3 of one batch to one partition."""
     assert version in (2, 3)
     w = Writer()
     if version >= 3:
@@ -498,7 +498,11 @@ def produce(conn: Connection, topic, partition, batch: bytes, version=3, acks=-1
     w.i16(acks).i32(timeout_ms)
     w.array([topic], lambda w, t: w.string(t).array(
         [partition], lambda w, p: w.i32(p).bytes_(batch)))
-    r = conn.request(PRODUCE, version, w.done())
+    return w.done()
+
+
+def read_produce_response(r: Reader):
+    """[ProducePartitionResult] from a Produce v2/v3 response after its correlation id."""
     out = []
     for name, parts in r.array(lambda r: (r.string(), r.array(
             lambda r: (r.i32(), r.i16(), r.i64(), r.i64())))):
@@ -506,6 +510,12 @@ def produce(conn: Connection, topic, partition, batch: bytes, version=3, acks=-1
             out.append(ProducePartitionResult(name, p, err, base))
     r.i32()  # throttle time
     return out
+
+
+def produce(conn: Connection, topic, partition, batch: bytes, version=3, acks=-1, timeout_ms=15000):
+    """Produce v2 or v3 of one batch to one partition. Returns [ProducePartitionResult]."""
+    r = conn.request(PRODUCE, version, produce_body(topic, partition, batch, version, acks, timeout_ms))
+    return read_produce_response(r)
 
 
 @dataclass
@@ -518,11 +528,13 @@ class FetchPartitionResult:
     records: bytes | None
 
 
-def fetch_v4(conn: Connection, topic, partition, offset, max_bytes=1 << 20, max_wait_ms=0):
+def fetch_v4(conn: Connection, topic, partition, offset, max_bytes=1 << 20, max_wait_ms=0, min_bytes=1,
+             partition_max_bytes=None):
     """Fetch v4 of one partition from `offset`. Returns FetchPartitionResult."""
-    body = (Writer().i32(-1).i32(max_wait_ms).i32(1).i32(max_bytes).i8(0)
+    part_max = max_bytes if partition_max_bytes is None else partition_max_bytes
+    body = (Writer().i32(-1).i32(max_wait_ms).i32(min_bytes).i32(max_bytes).i8(0)
             .array([topic], lambda w, t: w.string(t).array(
-                [partition], lambda w, p: w.i32(p).i64(offset).i32(max_bytes)))
+                [partition], lambda w, p: w.i32(p).i64(offset).i32(part_max)))
             .done())
     r = conn.request(FETCH, 4, body)
     r.i32()  # throttle time

@@ -522,3 +522,19 @@ def test_sluice_txn_list_and_describe_show_open_transactions_and_producers(broke
     wait_for(lambda: "CompleteCommit" in sluice(broker.bootstrap, "txn", "describe", "ops-txn"),
              what="the transaction to complete")
     assert "Ongoing" not in sluice(broker.bootstrap, "txn", "list", "--state", "Ongoing")
+
+
+def test_idle_producer_ids_expire_after_producer_id_expiration_ms(broker_factory):
+    broker = broker_factory(config={"producer_id_expiration_ms": 3000,
+                                    "producer_id_expiration_check_interval_ms": 200})
+    ck_create_topic(broker.bootstrap, "expire", partitions=1)
+    p = Producer(ck_conf(broker.bootstrap, **{"enable.idempotence": True}))
+    p.produce("expire", value=b"once", partition=0)
+    assert p.flush(TIMEOUT) == 0
+
+    def producer_rows():
+        return sluice(broker.bootstrap, "txn", "producers", "expire").splitlines()[1:]
+
+    assert len(producer_rows()) == 1, "the idempotent producer is not listed"
+    # The producer is idle from now on: the broker forgets it once it has been for three seconds.
+    wait_for(lambda: producer_rows() == [], what="the idle producer id to expire")
