@@ -96,7 +96,7 @@ fn client_batch(c: &mut Criterion) {
             for i in 0..1024 {
                 builder.push(1_700_000_000_000 + i, None, Some(&value), &[]);
             }
-            builder.build(Compression::None)
+            builder.build(Compression::None, None)
         })
     });
     let fetched = Bytes::from(batch_of(1024, 1024));

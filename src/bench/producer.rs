@@ -82,7 +82,9 @@ async fn connect(plan: &Plan) -> Result<Producer, ClientError> {
     let config = producer_config(plan)?;
     let client = Client::connect(config.client.clone()).await?;
     client.retry(|| client.topic(&plan.topic)).await?;
-    Ok(Producer::new(client, config))
+    let producer = Producer::new(client, config);
+    producer.init().await?;
+    Ok(producer)
 }
 
 /// This producer's records in a run of a given count (its share of `records`).

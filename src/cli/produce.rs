@@ -182,6 +182,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         );
     }
     let producer = Producer::new(client, config);
+    producer.init().await?;
     let mut lines = spawn_stdin_reader();
     // Reports are taken in input order: (line number, its delivery).
     let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();

@@ -105,7 +105,11 @@ impl BatchBuilder {
     }
 
     /// The finished batch: header filled in, records compressed if asked, CRC set.
-    pub fn build(self, compression: Compression) -> Result<Bytes, ClientError> {
+    pub fn build(
+        self,
+        compression: Compression,
+        stamp: Option<ProducerStamp>,
+    ) -> Result<Bytes, ClientError> {
         let (count, base_ts, max_ts) = (self.count, self.base_timestamp, self.max_timestamp);
         let mut out = match compression {
             Compression::None => self.buf,
@@ -122,13 +126,18 @@ impl BatchBuilder {
             h.batch_length.set(length);
             h.partition_leader_epoch.set(-1);
             h.magic = MAGIC_V2;
-            h.attributes.set(compression as i16);
+            let transactional = stamp.is_some_and(|s| s.transactional);
+            h.attributes
+                .set(compression as i16 | if transactional { TRANSACTIONAL_BIT } else { 0 });
             h.last_offset_delta.set((count - 1).max(0));
             h.base_timestamp.set(base_ts);
             h.max_timestamp.set(max_ts);
-            h.producer_id.set(-1);
-            h.producer_epoch.set(-1);
-            h.base_sequence.set(-1);
+            let (id, epoch, seq) = stamp.map_or((-1, -1, -1), |s| {
+                (s.producer_id, s.producer_epoch, s.base_sequence)
+            });
+            h.producer_id.set(id);
+            h.producer_epoch.set(epoch);
+            h.base_sequence.set(seq);
             h.record_count.set(count);
         }
         let crc = crc32c::crc32c(&out[CRC_START..]);
@@ -137,6 +146,18 @@ impl BatchBuilder {
         h.crc.set(crc);
         Ok(out.freeze())
     }
+}
+
+/// The attributes bit of a batch written inside a transaction.
+const TRANSACTIONAL_BIT: i16 = 0x10;
+
+/// Who wrote a batch, for an idempotent or transactional producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
 }
 
 fn internal(what: &str) -> ClientError {
@@ -261,7 +282,7 @@ mod tests {
             (Compression::Lz4, KCompression::Lz4),
             (Compression::Zstd, KCompression::Zstd),
         ] {
-            let bytes = sample().build(codec).unwrap();
+            let bytes = sample().build(codec, None).unwrap();
             crate::protocol::batch::validate(&bytes).unwrap();
             let mut buf = bytes.clone();
             let set = RecordBatchDecoder::decode(&mut buf).unwrap();
@@ -291,7 +312,7 @@ mod tests {
 
     #[test]
     fn header_fields_are_those_of_a_non_idempotent_producer() {
-        let bytes = sample().build(Compression::Lz4).unwrap();
+        let bytes = sample().build(Compression::Lz4, None).unwrap();
         let (h, len) = crate::protocol::batch::validate(&bytes).unwrap();
         assert_eq!(len, bytes.len());
         assert_eq!(h.record_count.get(), 3);

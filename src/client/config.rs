@@ -185,6 +185,10 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// `max.block.ms`: how long `send` waits for metadata or buffer space.
     pub max_block: Duration,
+    /// `enable.idempotence`: batches carry a producer id and sequences, so the broker stores
+    /// a retried batch once. Implies acks=all and at most 5 requests in flight. Off by
+    /// default here (Kafka's Java client turns it on): `Producer::init` must run first.
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -201,6 +205,7 @@ impl Default for ProducerConfig {
             max_request_size: 1024 * 1024,
             buffer_memory: 32 * 1024 * 1024,
             max_block: Duration::from_secs(60),
+            idempotence: false,
         }
     }
 }
@@ -229,14 +234,7 @@ impl ProducerConfig {
             "max.request.size" => self.max_request_size = positive(key, value)?,
             "buffer.memory" => self.buffer_memory = positive(key, value)?,
             "max.block.ms" => self.max_block = millis(key, value)?,
-            "enable.idempotence" => {
-                if boolean(key, value)? {
-                    return Err(ClientError::Config(
-                        "enable.idempotence=true is not supported by the sluice producer yet"
-                            .into(),
-                    ));
-                }
-            }
+            "enable.idempotence" => self.idempotence = boolean(key, value)?,
             _ => return Err(unknown("producer", key)),
         }
         Ok(())

@@ -258,7 +258,7 @@ mod tests {
                 &headers,
             );
         }
-        let mut bytes = b.build(codec).unwrap().to_vec();
+        let mut bytes = b.build(codec, None).unwrap().to_vec();
         crate::protocol::batch::assign_offsets(&mut bytes, base, 0);
         bytes
     }

@@ -19,7 +19,7 @@ use futures::channel::oneshot;
 
 use super::RecordMetadata;
 use crate::base::TopicPartition;
-use crate::client::batch::{BatchBuilder, RecordHeader};
+use crate::client::batch::{BatchBuilder, ProducerStamp, RecordHeader};
 use crate::client::config::Compression;
 use crate::client::error::ClientError;
 
@@ -97,6 +97,18 @@ pub(crate) struct Accumulator {
     batches_in_flight: usize,
     flushing: u32,
     rotation: usize,
+    /// Set for an idempotent producer: every batch sealed from then on carries it.
+    producer: Option<ProducerIdentity>,
+    /// Each partition's next batch sequence (kept while its queue comes and goes).
+    sequences: HashMap<TopicPartition, i32>,
+}
+
+/// The id and epoch the broker gave an idempotent or transactional producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerIdentity {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub transactional: bool,
 }
 
 impl Accumulator {
@@ -111,7 +123,19 @@ impl Accumulator {
             batches_in_flight: 0,
             flushing: 0,
             rotation: 0,
+            producer: None,
+            sequences: HashMap::new(),
         }
+    }
+
+    /// Stamps every batch sealed from now on with `id`, sequences starting at 0.
+    pub(crate) fn set_producer(&mut self, id: ProducerIdentity) {
+        self.producer = Some(id);
+        self.sequences.clear();
+    }
+
+    pub(crate) fn producer(&self) -> Option<ProducerIdentity> {
+        self.producer
     }
 
     /// Bytes of records accepted and not yet reported.
@@ -208,16 +232,32 @@ impl Accumulator {
             self.sticky.remove(&tp.topic);
         }
         let reserved = open.reserved;
-        match open.builder.build(self.limits.compression) {
-            Ok(bytes) => q.sealed.push_back(SealedBatch {
-                tp: tp.clone(),
-                seq: open.seq,
-                bytes,
-                records: open.records,
-                created: open.created,
-                attempts: 0,
-                reserved,
-            }),
+        // Sequences are given at sealing, in the partition's batch order, so a retried batch
+        // resends its own sequence and the broker can tell it from a new one.
+        let sequence = self.sequences.get(tp).copied().unwrap_or(0);
+        let stamp = self.producer.map(|id| ProducerStamp {
+            producer_id: id.producer_id,
+            producer_epoch: id.epoch,
+            base_sequence: sequence,
+            transactional: id.transactional,
+        });
+        let count = open.records.len() as i32;
+        match open.builder.build(self.limits.compression, stamp) {
+            Ok(bytes) => {
+                if stamp.is_some() {
+                    self.sequences
+                        .insert(tp.clone(), next_sequence(sequence, count));
+                }
+                q.sealed.push_back(SealedBatch {
+                    tp: tp.clone(),
+                    seq: open.seq,
+                    bytes,
+                    records: open.records,
+                    created: open.created,
+                    attempts: 0,
+                    reserved,
+                })
+            }
             Err(e) => {
                 self.buffered = self.buffered.saturating_sub(reserved);
                 for r in open.records {
@@ -381,6 +421,12 @@ impl Accumulator {
             q.in_flight = q.in_flight.saturating_sub(1);
         }
     }
+}
+
+/// The sequence after a batch of `count` records from `sequence` (wrapping at i32::MAX to 0,
+/// as Kafka's producers and brokers do).
+fn next_sequence(sequence: i32, count: i32) -> i32 {
+    ((sequence as i64 + count as i64) % (i32::MAX as i64 + 1)) as i32
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {

@@ -180,3 +180,75 @@ fn sticky_partition_changes_when_its_batch_is_sealed() {
     add(&mut acc, 3, &[0u8; 990], t0); // fills partition 3's batch
     assert_eq!(acc.sticky_partition("t", || 5), 5);
 }
+
+/// (producer id, epoch, base sequence, record count) of a sealed batch's header.
+fn stamp_of(b: &SealedBatch) -> (i64, i16, i32, i32) {
+    use zerocopy::FromBytes;
+    let (h, _) = crate::protocol::batch::BatchHeader::ref_from_prefix(&b.bytes[..]).unwrap();
+    (
+        h.producer_id.get(),
+        h.producer_epoch.get(),
+        h.base_sequence.get(),
+        h.record_count.get(),
+    )
+}
+
+#[test]
+fn an_idempotent_producer_numbers_each_partitions_batches_and_a_retry_keeps_its_number() {
+    let mut acc = Accumulator::new(limits());
+    acc.set_producer(ProducerIdentity {
+        producer_id: 42,
+        epoch: 3,
+        transactional: false,
+    });
+    let t0 = Instant::now();
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        for _ in 0..2 + round {
+            add(&mut acc, 0, &[7u8; 10], t0);
+        }
+        add(&mut acc, 1, &[7u8; 10], t0);
+        let d = acc.drain(t0 + 10 * MS, leader_one);
+        for (_, batches) in d.requests {
+            acc.finish_request(1);
+            for b in batches {
+                sent.push((b.tp.partition, stamp_of(&b)));
+                if round == 1 && b.tp.partition == 0 {
+                    // A retriable failure: the same batch goes back and is sent again as is.
+                    acc.requeue(b, t0);
+                } else {
+                    acc.finish_batch(&b);
+                }
+            }
+        }
+        if round == 1 {
+            let d = acc.drain(t0 + 200 * MS, leader_one);
+            let retried = &d.requests[0].1[0];
+            assert_eq!(
+                stamp_of(retried),
+                (42, 3, 2, 3),
+                "the retry keeps its sequence"
+            );
+            acc.finish_request(1);
+            acc.finish_batch(retried);
+        }
+    }
+    let p0: Vec<_> = sent
+        .iter()
+        .filter(|(p, _)| *p == 0)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(p0, vec![(42, 3, 0, 2), (42, 3, 2, 3), (42, 3, 5, 4)]);
+    let p1: Vec<_> = sent
+        .iter()
+        .filter(|(p, _)| *p == 1)
+        .map(|(_, s)| s.2)
+        .collect();
+    assert_eq!(p1, vec![0, 1, 2], "each partition has its own sequence");
+}
+
+#[test]
+fn sequences_wrap_at_i32_max_as_kafka_does() {
+    assert_eq!(next_sequence(i32::MAX - 1, 2), 0);
+    assert_eq!(next_sequence(5, 3), 8);
+}

@@ -18,17 +18,23 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::channel::oneshot;
 
-use self::accumulator::{Accumulator, Limits};
+use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+
+use self::accumulator::{Accumulator, Limits, ProducerIdentity};
 use super::batch::{BatchBuilder, RecordHeader};
 use super::cluster::Client;
 use super::config::ProducerConfig;
-use super::error::ClientError;
+use super::error::{ClientError, KafkaApiError};
 use super::metadata::TopicInfo;
 use super::murmur2::partition_for_key;
 use super::notify::Notify;
 use crate::base::{Clock, SystemClock, TopicPartition};
 use crate::protocol::batch::HEADER_LEN;
 use crate::runtime::{self, Task};
+
+/// Requests an idempotent producer may have in flight per broker (Kafka's limit: the broker
+/// keeps the last five batches of each producer).
+const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 
 /// A record to send.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +123,13 @@ pub struct Producer {
 }
 
 impl Producer {
-    pub fn new(client: Client, config: ProducerConfig) -> Self {
+    pub fn new(client: Client, mut config: ProducerConfig) -> Self {
+        if config.idempotence {
+            // What Kafka's producer requires of idempotence: every write acknowledged by the
+            // in-sync replicas, and no more in flight than the broker remembers per producer.
+            config.acks = super::config::Acks::All;
+            config.max_in_flight = config.max_in_flight.min(MAX_IDEMPOTENT_IN_FLIGHT);
+        }
         let limits = Limits {
             batch_size: config.batch_size,
             linger: config.linger,
@@ -147,12 +159,52 @@ impl Producer {
         &self.shared.config
     }
 
+    /// For an idempotent producer, gets a producer id from the cluster (InitProducerId); every
+    /// batch sealed afterwards carries it. Must complete before the first `send`. Does
+    /// nothing for a producer without idempotence.
+    pub async fn init(&self) -> Result<(), ClientError> {
+        if !self.shared.config.idempotence || self.shared.acc.borrow().producer().is_some() {
+            return Ok(());
+        }
+        let client = &self.shared.client;
+        let resp = client
+            .retry(|| async {
+                let conn = client.any_conn().await?;
+                let mut req = InitProducerIdRequest::default();
+                req.transactional_id = None;
+                req.transaction_timeout_ms = i32::MAX;
+                req.producer_id = ProducerId(-1);
+                req.producer_epoch = -1;
+                let resp = conn.request(&req).await?;
+                match resp.error_code {
+                    0 => Ok(resp),
+                    code => Err(ClientError::Kafka(KafkaApiError::new(
+                        code,
+                        None,
+                        "InitProducerId",
+                    ))),
+                }
+            })
+            .await?;
+        self.shared.acc.borrow_mut().set_producer(ProducerIdentity {
+            producer_id: resp.producer_id.0,
+            epoch: resp.producer_epoch,
+            transactional: false,
+        });
+        Ok(())
+    }
+
     /// Queues a record; the returned future resolves to its delivery report. Fails at once
     /// for an unknown topic or partition or an oversized record; waits (up to `max.block.ms`)
     /// for metadata and for buffer space.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         if self.shared.closing.get() {
             return Err(ClientError::Closed("producer"));
+        }
+        if self.shared.config.idempotence && self.shared.acc.borrow().producer().is_none() {
+            return Err(ClientError::Config(
+                "an idempotent producer needs Producer::init before its first send".into(),
+            ));
         }
         let size = HEADER_LEN
             + BatchBuilder::record_size(
