@@ -4,8 +4,12 @@
 #     a venv at target/pyenv with pytest, confluent-kafka, kafka-python and the codecs; a venv
 #     at target/ansible-venv with ansible-core and ansible-lint for tests/clients/test_ansible.py),
 #  2. cargo build --release, then cargo test --release,
-#  3. runs the third-party client tests in tests/clients against target/release/sluice.
-# Env: SLUICE_BIN (broker binary), SLUICE_TEST_RECORDS (records per codec, default 100000 for
+#  3. runs the third-party client tests in tests/clients against target/release/sluice,
+#  4. builds the compatibility suite's clients (tests/compat/setup.sh: Maven Central, the Go module
+#     proxy, npm; cached under target/compat) and runs tests/compat: the Java client, Kafka's tools,
+#     Streams, Connect, franz-go, sarama, kafkajs. Its results go to target/compat/results.json;
+#     tests/compat/readme_table.py turns them into the README's table.
+# Env: SLUICE_COMPAT=0 skips step 4; SLUICE_BIN (broker binary), SLUICE_TEST_RECORDS (records per codec, default 100000 for
 #      confluent-kafka, 20000 for kafka-python/kcat), SLUICE_PYTEST_TIMEOUT (seconds, default 1800).
 set -euo pipefail
 
@@ -16,7 +20,13 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # --- 1. system packages -------------------------------------------------------------------
 missing=()
-for pkg in kcat jq python3-venv nftables; do
+wanted=(kcat jq python3-venv nftables)
+# The compatibility suite needs a JDK (17+), Maven and Node; Go comes from /usr/local/go.
+command -v java >/dev/null || wanted+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || wanted+=(maven)
+command -v node >/dev/null || wanted+=(nodejs)
+command -v npm >/dev/null || wanted+=(npm)
+for pkg in "${wanted[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
     missing+=("$pkg")
   fi
@@ -71,5 +81,23 @@ cargo test --release
 export SLUICE_BIN=${SLUICE_BIN:-$ROOT/target/release/sluice}
 export PYTHONDONTWRITEBYTECODE=1
 step "client tests (pytest tests/clients) against $SLUICE_BIN"
+clients_rc=0
 timeout -k 30 "${SLUICE_PYTEST_TIMEOUT:-1800}" \
-  "$PY" -m pytest -v --durations=10 -o cache_dir="$ROOT/target/pytest-cache" tests/clients "$@"
+  "$PY" -m pytest -v --durations=10 -o cache_dir="$ROOT/target/pytest-cache" tests/clients "$@" || clients_rc=$?
+
+# --- 5. the compatibility suite -----------------------------------------------------------
+if [ "${SLUICE_COMPAT:-1}" != "0" ]; then
+  [ -x /usr/local/go/bin/go ] && export PATH=$PATH:/usr/local/go/bin
+  step "compatibility suite clients (tests/compat/setup.sh)"
+  tests/compat/setup.sh
+  step "compatibility suite (pytest tests/compat) against $SLUICE_BIN"
+  compat_rc=0
+  timeout -k 30 "${SLUICE_PYTEST_TIMEOUT:-1800}" \
+    "$PY" -m pytest -v --durations=10 -o cache_dir="$ROOT/target/pytest-cache" tests/compat "$@" || compat_rc=$?
+  # Exit 5 is "no test selected": extra args such as -k may pick tests of one suite only.
+  [ "$compat_rc" -eq 5 ] && compat_rc=0
+  "$PY" tests/compat/readme_table.py --print || true
+  [ "$compat_rc" -eq 0 ] || { echo "compatibility suite failed (exit $compat_rc)"; exit "$compat_rc"; }
+fi
+[ "$clients_rc" -eq 5 ] && clients_rc=0
+[ "$clients_rc" -eq 0 ] || { echo "client tests failed (exit $clients_rc)"; exit "$clients_rc"; }

@@ -40,6 +40,7 @@ pub enum KafkaCode {
     GroupIdNotFound = 69,
     NonEmptyGroup = 68,
     MemberIdRequired = 79,
+    GroupMaxSizeReached = 81,
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
     UnknownTopicId = 100,
@@ -59,11 +60,15 @@ pub enum KafkaCode {
     ProducerFenced = 90,
     TransactionalIdNotFound = 105,
     InconsistentTopicId = 103,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     UnknownServerError = -1,
 }
 
 impl KafkaCode {
-    pub fn code(self) -> i16 {
+    pub const fn code(self) -> i16 {
         self as i16
     }
 }

@@ -14,8 +14,8 @@ use futures::{FutureExt, SinkExt, StreamExt};
 
 use super::common::{self, key_value, ConnectArgs};
 use crate::client::{
-    Acks, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata,
+    Acks, Client, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig,
+    ProducerRecord, RecordMetadata,
 };
 
 /// Lines handed over from the stdin thread at once (at most).
@@ -73,6 +73,10 @@ impl ProduceArgs {
             batch_size: CLI_BATCH_SIZE,
             ..ProducerConfig::default()
         };
+        // As kafka-console-producer (the Java producer's default): a missing topic is created
+        // by the broker if its auto.create.topics.enable is on; -X allow.auto.create.topics=false
+        // turns that off.
+        c.client.allow_auto_create_topics = true;
         for (k, v) in &self.properties {
             c.set(k, v)?;
         }
@@ -169,7 +173,14 @@ impl Tally {
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let config = args.producer_config()?;
     let client = common::connect(config.client.clone()).await?;
-    client.retry(|| client.topic(&args.topic)).await?;
+    let allow_auto_create = config.client.allow_auto_create_topics;
+    if let Some(partitions) = ensure_topic(&client, &args.topic, allow_auto_create).await? {
+        eprintln!(
+            "Created topic '{}' ({partitions} partition{}): the broker creates missing topics (auto.create.topics.enable).",
+            args.topic,
+            if partitions == 1 { "" } else { "s" }
+        );
+    }
     let producer = Producer::new(client, config);
     producer.init().await?;
     let mut lines = spawn_stdin_reader();
@@ -213,6 +224,27 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Makes sure `topic` exists: `Some(partitions)` if the broker created it for us (it was
+/// missing and auto-creation is allowed on both sides), `None` if it was there already.
+async fn ensure_topic(
+    client: &Client,
+    topic: &str,
+    allow_auto_create: bool,
+) -> anyhow::Result<Option<usize>> {
+    match client.retry(|| client.topic_once(topic, false)).await {
+        Ok(_) => return Ok(None),
+        Err(ClientError::UnknownTopic(_)) if allow_auto_create => {}
+        Err(e) => return Err(e.into()),
+    }
+    match client.retry(|| client.topic_once(topic, true)).await {
+        Ok(info) => Ok(Some(info.partitions.len())),
+        Err(ClientError::UnknownTopic(_)) => bail!(
+            "topic '{topic}' does not exist and the broker does not create topics (auto.create.topics.enable is off); create it with `sluice topic create {topic}`"
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reports the deliveries at the front of the queue that have completed.

@@ -88,15 +88,47 @@ impl Client {
         Err(topic_error(name, failed.iter().find(|t| t.name == name)))
     }
 
+    /// One attempt at fetching metadata for one topic, asking the broker to create it when
+    /// missing if `allow_auto_create` (Kafka's `allow.auto.create.topics`, whatever the
+    /// client config says). `UnknownTopic` if it does not exist (and was not created); a
+    /// topic created by this request may first answer LEADER_NOT_AVAILABLE, which is
+    /// retriable. Callers retry through [`Client::retry`].
+    pub async fn topic_once(
+        &self,
+        name: &str,
+        allow_auto_create: bool,
+    ) -> Result<TopicInfo, ClientError> {
+        if let Some(t) = self.metadata().topic(name) {
+            return Ok(t.clone());
+        }
+        let topics = [name.to_owned()];
+        let (meta, failed) = self
+            .refresh_once_with(Some(&topics), allow_auto_create)
+            .await?;
+        if let Some(t) = meta.topic(name) {
+            return Ok(t.clone());
+        }
+        Err(topic_error(name, failed.iter().find(|t| t.name == name)))
+    }
+
     /// One attempt at [`Client::refresh`], for callers that retry on their own schedule
     /// (the producer's sender, the consumer's poll loop).
     pub async fn refresh_once(
         &self,
         topics: Option<&[String]>,
     ) -> Result<(Rc<ClusterMetadata>, Vec<TopicInfo>), ClientError> {
+        self.refresh_once_with(topics, self.inner.config.allow_auto_create_topics)
+            .await
+    }
+
+    async fn refresh_once_with(
+        &self,
+        topics: Option<&[String]>,
+        allow_auto_create: bool,
+    ) -> Result<(Rc<ClusterMetadata>, Vec<TopicInfo>), ClientError> {
         let conn = self.any_conn().await?;
         let version = conn.version(ApiKey::Metadata)?;
-        let req = metadata_request(topics, version, self.inner.config.allow_auto_create_topics);
+        let req = metadata_request(topics, version, allow_auto_create);
         let resp = conn.request_at(&req, version).await?;
         let (fresh, failed) = ClusterMetadata::from_response(&resp);
         let merged = {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use super::consumer::{ConsumerGroup, ConsumerGroupConfig, Heartbeat, HeartbeatReply};
 use super::records::{CommittedOffset, OffsetsRecord};
 use super::state::{
     Group, GroupConfig, GroupState, JoinRequest, JoinResult, Member, Output, SyncResult, Token,
@@ -37,8 +38,13 @@ pub struct GroupDescription {
 }
 
 pub struct Coordinator {
+    /// Classic groups; also the holder of every group's committed offsets, consumer groups'
+    /// included (a group id has one set of offsets whatever protocol its members speak).
     groups: HashMap<String, Group>,
+    /// KIP-848 consumer groups (`group.protocol=consumer`).
+    consumer_groups: HashMap<String, ConsumerGroup>,
     config: GroupConfig,
+    consumer_config: ConsumerGroupConfig,
     next_member: u64,
 }
 
@@ -46,9 +52,75 @@ impl Coordinator {
     pub fn new(config: GroupConfig) -> Self {
         Self {
             groups: HashMap::new(),
+            consumer_groups: HashMap::new(),
             config,
+            consumer_config: ConsumerGroupConfig::default(),
             next_member: 0,
         }
+    }
+
+    /// ConsumerGroupHeartbeat. A group id that a classic group with members holds is not a
+    /// consumer group; an empty classic group (offsets only) is taken over.
+    pub fn consumer_heartbeat(
+        &mut self,
+        group_id: &str,
+        hb: Heartbeat,
+        partitions: &BTreeMap<String, i32>,
+        now: i64,
+    ) -> HeartbeatReply {
+        if group_id.is_empty() {
+            return HeartbeatReply::error(
+                KafkaCode::InvalidGroupId,
+                &hb.member_id,
+                "GroupId can't be empty.",
+            );
+        }
+        if self.classic_in_use(group_id) {
+            return HeartbeatReply::error(
+                KafkaCode::GroupIdNotFound,
+                &hb.member_id,
+                format!("Group {group_id} is not a consumer group."),
+            );
+        }
+        self.consumer_groups
+            .entry(group_id.to_owned())
+            .or_insert_with(|| ConsumerGroup::new(group_id))
+            .heartbeat(hb, partitions, &self.consumer_config, now)
+    }
+
+    /// The consumer group `group_id` (ConsumerGroupDescribe); GROUP_ID_NOT_FOUND for a classic
+    /// group or none.
+    pub fn consumer_group(&self, group_id: &str) -> Result<&ConsumerGroup, KafkaCode> {
+        self.consumer_groups
+            .get(group_id)
+            .ok_or(KafkaCode::GroupIdNotFound)
+    }
+
+    /// `(group, state)` of every consumer group.
+    pub fn list_consumer_groups(&self) -> Vec<(String, &'static str)> {
+        let mut v: Vec<_> = self
+            .consumer_groups
+            .values()
+            .map(|g| (g.id.clone(), g.state().name()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn heartbeat_interval_ms(&self) -> i32 {
+        self.consumer_config.heartbeat_interval_ms
+    }
+
+    fn classic_in_use(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !matches!(g.state, GroupState::Empty | GroupState::Dead))
+    }
+
+    fn consumer_in_use(&self, group_id: &str) -> bool {
+        self.consumer_groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -114,6 +186,13 @@ impl Coordinator {
         now: i64,
     ) -> Vec<Output> {
         let mut out = Vec::new();
+        if self.consumer_in_use(group_id) {
+            out.push(Output::Join(
+                token,
+                JoinResult::error(KafkaCode::InconsistentGroupProtocol, &req.member_id),
+            ));
+            return out;
+        }
         let reply = |out: &mut Vec<Output>, code: KafkaCode, id: &str| {
             out.push(Output::Join(token, JoinResult::error(code, id)));
         };
@@ -312,6 +391,20 @@ impl Coordinator {
             return Err(KafkaCode::InvalidGroupId);
         }
         let simple = who.generation < 0 && who.member_id.is_empty();
+        if let Some(cg) = self.consumer_groups.get(group_id) {
+            if !cg.members.is_empty() {
+                if simple {
+                    return Err(KafkaCode::UnknownMemberId);
+                }
+                cg.validate_commit(&who.member_id, who.generation)?;
+                // The classic table holds a consumer group's offsets; make sure its entry
+                // exists so apply_commit / add_txn_offsets find it once the write is durable.
+                self.groups
+                    .entry(group_id.to_owned())
+                    .or_insert_with(|| Group::new(group_id, now));
+                return Ok(offsets);
+            }
+        }
         let g = self
             .groups
             .entry(group_id.to_owned())
@@ -423,26 +516,39 @@ impl Coordinator {
         }
     }
 
-    /// `(group, protocol type, state)` of every live group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// `(group, protocol type, state name)` of every live group; a consumer group shows as
+    /// protocol type `consumer` with its KIP-848 state.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
         let mut v: Vec<_> = self
             .groups
             .values()
-            .filter(|g| g.state != GroupState::Dead)
+            .filter(|g| g.state != GroupState::Dead && !self.consumer_groups.contains_key(&g.id))
             .map(|g| {
                 (
                     g.id.clone(),
                     g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
+                    g.state.name(),
                 )
             })
             .collect();
+        v.extend(
+            self.list_consumer_groups()
+                .into_iter()
+                .map(|(id, state)| (id, "consumer".to_owned(), state)),
+        );
         v.sort();
         v
     }
 
     /// Deletes an empty group; returns the offsets whose tombstones must be written.
     pub fn delete_group(&mut self, group_id: &str) -> Result<Vec<(String, i32)>, KafkaCode> {
+        if self.consumer_in_use(group_id) {
+            return Err(KafkaCode::NonEmptyGroup);
+        }
+        let was_consumer = self.consumer_groups.remove(group_id).is_some();
+        if was_consumer && !self.groups.contains_key(group_id) {
+            return Ok(Vec::new());
+        }
         let g = self
             .groups
             .get(group_id)
@@ -490,6 +596,9 @@ impl Coordinator {
     pub fn tick(&mut self, now: i64) -> (Vec<Output>, Vec<(String, String, i32)>) {
         let mut out = Vec::new();
         let mut expired = Vec::new();
+        for cg in self.consumer_groups.values_mut() {
+            cg.expire(now, &self.consumer_config);
+        }
         let config = self.config.clone();
         for g in self.groups.values_mut() {
             g.pending.retain(|_, deadline| *deadline > now);
@@ -548,6 +657,11 @@ impl Coordinator {
     pub fn next_deadline(&self) -> Option<i64> {
         let mut next: Option<i64> = None;
         let mut consider = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
+        for cg in self.consumer_groups.values() {
+            if let Some(t) = cg.next_deadline(&self.consumer_config) {
+                consider(t);
+            }
+        }
         for g in self.groups.values() {
             for m in &g.members {
                 if m.awaiting_join.is_none() {

@@ -6,6 +6,8 @@
 //! at start. Each shard's shell sits in a thread-local, set up once by [`install`]: it is
 //! touched only by that shard's own tasks. Uses base, protocol, router (and shard's types).
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod state;
@@ -30,6 +32,7 @@ use crate::router::Router;
 use crate::runtime;
 use crate::shard::{FetchPart, Origin, ProducePart};
 
+pub use consumer::{ConsumerGroup, Heartbeat, HeartbeatReply};
 pub use coordinator::{Coordinator, GroupDescription, MemberRef, OffsetCommits};
 pub use records::CommittedOffset;
 pub use state::{GroupConfig, GroupState, JoinRequest, JoinResult, Output, SyncResult, Token};
@@ -500,8 +503,8 @@ pub async fn describe(router: &Router, group: String) -> Result<GroupDescription
     .await
 }
 
-/// Every group on every shard: `(group, protocol type, state)`.
-pub async fn list(router: &Router) -> Vec<(String, String, GroupState)> {
+/// Every group on every shard: `(group, protocol type, state name)`.
+pub async fn list(router: &Router) -> Vec<(String, String, &'static str)> {
     let mut all = Vec::new();
     for shard in 0..router.shard_count() {
         let (tx, rx) = oneshot::channel();
@@ -520,6 +523,36 @@ pub async fn list(router: &Router) -> Vec<(String, String, GroupState)> {
     }
     all.sort();
     all
+}
+
+/// ConsumerGroupHeartbeat, on the group's coordinator shard; the partition counts the
+/// assignor works from come from the current metadata snapshot.
+pub async fn consumer_heartbeat(router: &Router, group: String, hb: Heartbeat) -> HeartbeatReply {
+    let member = hb.member_id.clone();
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        let partitions: BTreeMap<String, i32> = s
+            .router
+            .snapshot()
+            .topics
+            .values()
+            .map(|t| (t.name.clone(), t.partitions.len() as i32))
+            .collect();
+        s.coordinator
+            .borrow_mut()
+            .consumer_heartbeat(&g, hb, &partitions, now_ms())
+    })
+    .await
+    .unwrap_or_else(|code| HeartbeatReply::error(code, &member, "coordinator not available"))
+}
+
+/// A consumer group as ConsumerGroupDescribe shows it.
+pub async fn consumer_describe(router: &Router, group: String) -> Result<ConsumerGroup, KafkaCode> {
+    let g = group.clone();
+    on_coordinator(router, &group, move |s| async move {
+        s.coordinator.borrow().consumer_group(&g).cloned()
+    })
+    .await?
 }
 
 pub async fn delete_group(router: &Router, group: String) -> KafkaCode {

@@ -182,6 +182,63 @@ fn transactional_offsets_count_only_after_the_commit_marker() {
     assert!(!fetched[0].2);
 }
 
+/// A KIP-848 member's commits go through the same durable-first path: nothing is visible
+/// before `apply_commit`, and transactional ones only after the commit marker.
+#[test]
+fn consumer_group_member_commits_count_only_once_durable_or_committed() {
+    use super::consumer::Heartbeat;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut c = Coordinator::new(config());
+    let parts = BTreeMap::from([("t".to_owned(), 1)]);
+    let hb = Heartbeat {
+        member_id: "m1".into(),
+        member_epoch: 0,
+        subscribed: Some(BTreeSet::from(["t".to_owned()])),
+        rebalance_timeout_ms: 30_000,
+        ..Heartbeat::default()
+    };
+    let reply = c.consumer_heartbeat(G, hb, &parts, 0);
+    assert_eq!(reply.error, KafkaCode::None);
+    let member = MemberRef {
+        generation: reply.member_epoch,
+        member_id: reply.member_id.clone(),
+        instance_id: None,
+    };
+    let off = |offset| CommittedOffset {
+        offset,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 0,
+    };
+    let tp = ("t".to_string(), 0);
+    let stored = c.commit(G, &member, vec![(tp.clone(), off(3))], 0).unwrap();
+    assert!(c.fetch_offsets(G, None).is_empty());
+    c.apply_commit(G, &stored);
+    assert_eq!(c.fetch_offsets(G, None)[0].1.as_ref().unwrap().offset, 3);
+
+    let stored = c.commit(G, &member, vec![(tp.clone(), off(8))], 0).unwrap();
+    c.add_txn_offsets(G, 7, &stored);
+    let fetched = c.fetch_offsets(G, Some(std::slice::from_ref(&tp)));
+    assert_eq!(
+        (fetched[0].1.as_ref().map(|o| o.offset), fetched[0].2),
+        (Some(3), true)
+    );
+    c.complete_txn(7, true);
+    let fetched = c.fetch_offsets(G, Some(&[tp]));
+    assert_eq!(
+        (fetched[0].1.as_ref().map(|o| o.offset), fetched[0].2),
+        (Some(8), false)
+    );
+
+    let stale = MemberRef {
+        generation: reply.member_epoch + 1,
+        ..member
+    };
+    assert!(c
+        .commit(G, &stale, vec![(("t".into(), 0), off(9))], 0)
+        .is_err());
+}
+
 #[test]
 fn silent_member_expires_after_session_timeout() {
     let mut c = Coordinator::new(config());

@@ -1,13 +1,14 @@
 //! Request decoding and response encoding. A frame becomes a [`Decoded`] value: a request the
-//! broker serves, one it refuses with UNSUPPORTED_VERSION in a layout the client can read, or
-//! an error that closes the connection. Responses come back as whole frames.
+//! broker serves, one it refuses with UNSUPPORTED_VERSION in a layout the client can read
+//! ([`refusal`]), or an error that closes the connection. Responses come back as whole frames.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use super::refusal;
 use super::versions::{self, PRODUCE_MIN_DECODABLE};
 use crate::base::KafkaCode;
 
@@ -23,22 +24,10 @@ pub struct Request {
 #[derive(Debug)]
 pub enum Decoded {
     Request(Box<Request>),
-    /// ApiVersions at a version we do not serve: answer in the v0 layout so the client can
-    /// pick a version it shares with us.
-    UnsupportedApiVersions {
-        correlation_id: i32,
-    },
-    /// Produce v0–v2: answer every partition with UNSUPPORTED_VERSION.
-    ObsoleteProduce(ObsoleteProduce),
-}
-
-/// The partitions of a Produce v0–v2 request, kept only to be refused one by one.
-#[derive(Debug)]
-pub struct ObsoleteProduce {
-    pub correlation_id: i32,
-    pub version: i16,
-    pub acks: i16,
-    pub topics: Vec<(Bytes, Vec<i32>)>,
+    /// A known API at a version the broker does not serve, answered with UNSUPPORTED_VERSION
+    /// in that version's layout ([`refusal`]); `None` for a produce with acks=0, which Kafka
+    /// never answers.
+    Refused(Option<BytesMut>),
 }
 
 /// Why a frame is not a request we can answer; the connection is closed.
@@ -61,18 +50,16 @@ pub fn decode(frame: Bytes) -> Result<Decoded, DecodeError> {
     // The frame layer guarantees at least api key, version and correlation id.
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
-    if !versions::is_supported(key, version) {
-        return match key {
-            ApiKey::ApiVersions => Ok(Decoded::UnsupportedApiVersions { correlation_id }),
-            _ => Err(DecodeError::UnsupportedVersion { key, version }),
-        };
+    let served = versions::is_supported(key, version);
+    if !served || (key == ApiKey::Produce && version < PRODUCE_MIN_DECODABLE) {
+        return refusal::refuse(frame, key, version).map(Decoded::Refused);
     }
-    if key == ApiKey::Produce && version < PRODUCE_MIN_DECODABLE {
-        return decode_obsolete_produce(frame, version, correlation_id)
-            .map(Decoded::ObsoleteProduce);
-    }
+    decode_body(frame, key, version).map(|r| Decoded::Request(Box::new(r)))
+}
+
+/// Decodes header and body of a request the crate can read at `version`.
+pub(super) fn decode_body(frame: Bytes, key: ApiKey, version: i16) -> Result<Request, DecodeError> {
     let malformed = |reason: String| DecodeError::Malformed {
         key,
         version,
@@ -89,11 +76,11 @@ pub fn decode(frame: Bytes) -> Result<Decoded, DecodeError> {
     .map_err(|_| malformed("decoder panicked".to_owned()))?
     .map_err(|e| malformed(e.to_string()))?;
     let (header, body) = decoded;
-    Ok(Decoded::Request(Box::new(Request {
+    Ok(Request {
         header,
         api_key: key,
         body,
-    })))
+    })
 }
 
 /// Encodes a response as a whole frame: length, header, body.
@@ -131,92 +118,6 @@ pub fn api_versions_response(error: KafkaCode) -> ApiVersionsResponse {
     r
 }
 
-/// The v0-layout UNSUPPORTED_VERSION answer to an ApiVersions request we cannot read.
-pub fn unsupported_api_versions_frame(correlation_id: i32) -> BytesMut {
-    let body = ResponseKind::ApiVersions(api_versions_response(KafkaCode::UnsupportedVersion));
-    encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
-        .expect("v0 ApiVersions always encodes")
-}
-
-/// Refuses every partition of a Produce v0–v2 request with UNSUPPORTED_VERSION.
-pub fn obsolete_produce_frame(req: &ObsoleteProduce) -> BytesMut {
-    let mut out = BytesMut::new();
-    out.put_u32(0);
-    out.put_i32(req.correlation_id);
-    out.put_i32(req.topics.len() as i32);
-    for (name, partitions) in &req.topics {
-        out.put_i16(name.len() as i16);
-        out.extend_from_slice(name);
-        out.put_i32(partitions.len() as i32);
-        for &p in partitions {
-            out.put_i32(p);
-            out.put_i16(KafkaCode::UnsupportedVersion.code());
-            out.put_i64(-1);
-            if req.version >= 2 {
-                out.put_i64(-1);
-            }
-        }
-    }
-    if req.version >= 1 {
-        out.put_i32(0);
-    }
-    let len = (out.len() - 4) as u32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out
-}
-
-fn decode_obsolete_produce(
-    mut b: Bytes,
-    version: i16,
-    correlation_id: i32,
-) -> Result<ObsoleteProduce, DecodeError> {
-    let bad = |what: &str| DecodeError::Malformed {
-        key: ApiKey::Produce,
-        version,
-        reason: format!("truncated at {what}"),
-    };
-    b.advance(8);
-    let client_id_len = take_i16(&mut b).ok_or_else(|| bad("client id"))?;
-    skip(&mut b, client_id_len.max(0) as usize).ok_or_else(|| bad("client id"))?;
-    let acks = take_i16(&mut b).ok_or_else(|| bad("acks"))?;
-    take_i32(&mut b).ok_or_else(|| bad("timeout"))?;
-    let n_topics = take_i32(&mut b).ok_or_else(|| bad("topics"))?;
-    let mut topics = Vec::new();
-    for _ in 0..n_topics.max(0) {
-        let name_len = take_i16(&mut b).ok_or_else(|| bad("topic name"))?.max(0) as usize;
-        if b.remaining() < name_len {
-            return Err(bad("topic name"));
-        }
-        let name = b.split_to(name_len);
-        let n_parts = take_i32(&mut b).ok_or_else(|| bad("partitions"))?;
-        let mut parts = Vec::new();
-        for _ in 0..n_parts.max(0) {
-            parts.push(take_i32(&mut b).ok_or_else(|| bad("partition"))?);
-            let len = take_i32(&mut b).ok_or_else(|| bad("records"))?;
-            skip(&mut b, len.max(0) as usize).ok_or_else(|| bad("records"))?;
-        }
-        topics.push((name, parts));
-    }
-    Ok(ObsoleteProduce {
-        correlation_id,
-        version,
-        acks,
-        topics,
-    })
-}
-
-fn take_i16(b: &mut Bytes) -> Option<i16> {
-    (b.remaining() >= 2).then(|| b.get_i16())
-}
-
-fn take_i32(b: &mut Bytes) -> Option<i32> {
-    (b.remaining() >= 4).then(|| b.get_i32())
-}
-
-fn skip(b: &mut Bytes, n: usize) -> Option<()> {
-    (b.remaining() >= n).then(|| b.advance(n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,51 +132,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_api_versions_version_gets_v0_fallback() {
-        let mut f = header_bytes(18, 127, 9);
-        f.put_u8(0);
-        match decode(f.freeze()).unwrap() {
-            Decoded::UnsupportedApiVersions { correlation_id } => assert_eq!(correlation_id, 9),
-            other => panic!("{other:?}"),
-        }
-        let frame = unsupported_api_versions_frame(9);
-        // length, correlation id, error code 35
-        assert_eq!(&frame[4..8], &9i32.to_be_bytes());
-        assert_eq!(&frame[8..10], &35i16.to_be_bytes());
-    }
-
-    #[test]
     fn unknown_api_key_is_an_error() {
         let f = header_bytes(999, 0, 1);
         assert!(matches!(
             decode(f.freeze()),
             Err(DecodeError::UnknownApiKey(999))
         ));
-    }
-
-    #[test]
-    fn produce_v2_is_parsed_for_refusal() {
-        let mut f = header_bytes(0, 2, 5);
-        f.put_i16(1); // acks
-        f.put_i32(1000);
-        f.put_i32(1);
-        f.put_i16(1);
-        f.put_slice(b"t");
-        f.put_i32(2);
-        for p in [0, 1] {
-            f.put_i32(p);
-            f.put_i32(3);
-            f.put_slice(b"abc");
-        }
-        let Decoded::ObsoleteProduce(p) = decode(f.freeze()).unwrap() else {
-            panic!("expected obsolete produce")
-        };
-        assert_eq!(p.topics[0].1, vec![0, 1]);
-        let out = obsolete_produce_frame(&p);
-        assert_eq!(
-            i32::from_be_bytes(out[..4].try_into().unwrap()) as usize,
-            out.len() - 4
-        );
     }
 
     proptest::proptest! {

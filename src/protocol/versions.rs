@@ -50,6 +50,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    api(ApiKey::ConsumerGroupDescribe, 0, 1),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::AddPartitionsToTxn, 0, 3),
     api(ApiKey::AddOffsetsToTxn, 0, 4),

@@ -160,12 +160,7 @@ async fn start_request(
 ) -> Result<Task<Outcome>, String> {
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
-        Decoded::UnsupportedApiVersions { correlation_id } => {
-            let frame = codec::unsupported_api_versions_frame(correlation_id);
-            return Ok(runtime::spawn(async move { Ok(Some(frame)) }));
-        }
-        Decoded::ObsoleteProduce(p) => {
-            let frame = (p.acks != 0).then(|| codec::obsolete_produce_frame(&p));
+        Decoded::Refused(frame) => {
             return Ok(runtime::spawn(async move { Ok(frame) }));
         }
         Decoded::Request(req) => req,
@@ -252,6 +247,11 @@ async fn run_request(
         RequestKind::ListGroups(r) => h.list_groups(r, version).await,
         RequestKind::DeleteGroups(r) => h.delete_groups(r).await,
         RequestKind::OffsetDelete(r) => h.offset_delete(r).await,
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            h.consumer_group_heartbeat(r, version, client.id, client.host)
+                .await
+        }
+        RequestKind::ConsumerGroupDescribe(r) => h.consumer_group_describe(r, version).await,
         RequestKind::InitProducerId(r) => h.init_producer_id(r, version).await,
         RequestKind::AddPartitionsToTxn(r) => h.add_partitions_to_txn(r, version).await,
         RequestKind::AddOffsetsToTxn(r) => h.add_offsets_to_txn(r, version).await,

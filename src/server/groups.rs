@@ -409,14 +409,14 @@ impl Handlers {
         };
         let mut resp = ListGroupsResponse::default();
         for (id, protocol_type, state) in group::list(&self.router).await {
-            if !filter.is_empty() && !filter.contains(&state.name().to_lowercase()) {
+            if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
                 continue;
             }
             let mut g = ListedGroup::default();
             g.group_id = group_id(&id);
             g.protocol_type = StrBytes::from_string(protocol_type);
             if version >= 4 {
-                g.group_state = s(state.name());
+                g.group_state = s(state);
             }
             resp.groups.push(g);
         }
@@ -520,4 +520,188 @@ fn group_by_topic<T>(
         add(&mut out.last_mut().expect("pushed").1, p, o, code);
     }
     out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The KIP-848 consumer group protocol: ConsumerGroupHeartbeat and ConsumerGroupDescribe.
+/// Topics travel by id on the wire and by name in the coordinator.
+impl Handlers {
+    pub async fn consumer_group_heartbeat(
+        &self,
+        req: ConsumerGroupHeartbeatRequest,
+        version: i16,
+        client_id: String,
+        client_host: String,
+    ) -> ResponseKind {
+        let group = req.group_id.0.to_string();
+        let mut member_id = req.member_id.to_string();
+        if version == 0 && member_id.is_empty() && req.member_epoch == group::consumer::JOIN_EPOCH {
+            // v0: the coordinator names new members (v1 clients name themselves).
+            member_id = uuid::Uuid::new_v4().to_string();
+        }
+        let reply = if req.subscribed_topic_regex.is_some() {
+            group::HeartbeatReply::error(
+                KafkaCode::InvalidRequest,
+                &member_id,
+                "SubscribedTopicRegex is not supported by this broker; subscribe by topic names.",
+            )
+        } else {
+            let hb = self.heartbeat_in_names(req, member_id, client_id, client_host);
+            group::consumer_heartbeat(&self.router, group, hb).await
+        };
+        ResponseKind::ConsumerGroupHeartbeat(self.heartbeat_reply(reply))
+    }
+
+    fn heartbeat_in_names(
+        &self,
+        req: ConsumerGroupHeartbeatRequest,
+        member_id: String,
+        client_id: String,
+        client_host: String,
+    ) -> group::Heartbeat {
+        let snap = self.router.snapshot();
+        let name_of: std::collections::HashMap<uuid::Uuid, &str> = snap
+            .topics
+            .values()
+            .map(|t| (uuid::Uuid::from_bytes(t.topic_id), t.name.as_str()))
+            .collect();
+        let owned = req.topic_partitions.map(|tps| {
+            let mut a = group::assignor::Assignment::new();
+            for tp in tps {
+                // A topic deleted meanwhile is simply no longer owned.
+                if let Some(name) = name_of.get(&tp.topic_id) {
+                    a.entry(name.to_string())
+                        .or_default()
+                        .extend(tp.partitions.iter().copied());
+                }
+            }
+            a
+        });
+        group::Heartbeat {
+            member_id,
+            member_epoch: req.member_epoch,
+            instance_id: req.instance_id.map(|i| i.to_string()),
+            rack_id: req.rack_id.map(|r| r.to_string()),
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            subscribed: req
+                .subscribed_topic_names
+                .map(|ts| ts.iter().map(|t| t.0.to_string()).collect()),
+            server_assignor: req.server_assignor.map(|a| a.to_string()),
+            owned,
+            client_id,
+            client_host,
+        }
+    }
+
+    fn heartbeat_reply(&self, reply: group::HeartbeatReply) -> ConsumerGroupHeartbeatResponse {
+        let mut resp = ConsumerGroupHeartbeatResponse::default();
+        resp.error_code = reply.error.code();
+        resp.error_message = opt(reply.message);
+        resp.member_id = Some(StrBytes::from_string(reply.member_id));
+        resp.member_epoch = reply.member_epoch;
+        resp.heartbeat_interval_ms = reply.heartbeat_interval_ms;
+        resp.assignment = reply.assignment.map(|a| {
+            let mut out = consumer_group_heartbeat_response::Assignment::default();
+            out.topic_partitions = self
+                .topic_ids(&a)
+                .into_iter()
+                .map(|(id, _, ps)| {
+                    let mut tp = consumer_group_heartbeat_response::TopicPartitions::default();
+                    tp.topic_id = id;
+                    tp.partitions = ps;
+                    tp
+                })
+                .collect();
+            out
+        });
+        resp
+    }
+
+    /// `(topic id, name, partitions)` of an assignment; topics gone from the metadata are left
+    /// out.
+    fn topic_ids(&self, a: &group::assignor::Assignment) -> Vec<(uuid::Uuid, String, Vec<i32>)> {
+        let snap = self.router.snapshot();
+        a.iter()
+            .filter_map(|(name, ps)| {
+                let t = snap.topics.get(name)?;
+                Some((
+                    uuid::Uuid::from_bytes(t.topic_id),
+                    name.clone(),
+                    ps.iter().copied().collect(),
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn consumer_group_describe(
+        &self,
+        req: ConsumerGroupDescribeRequest,
+        version: i16,
+    ) -> ResponseKind {
+        let mut resp = ConsumerGroupDescribeResponse::default();
+        for id in req.group_ids {
+            let name = id.0.to_string();
+            let mut d = consumer_group_describe_response::DescribedGroup::default();
+            d.group_id = id;
+            d.authorized_operations = i32::MIN;
+            match group::consumer_describe(&self.router, name.clone()).await {
+                Ok(g) => self.describe_consumer_group(&mut d, &g, version),
+                Err(code) => {
+                    d.error_code = code.code();
+                    if code == KafkaCode::GroupIdNotFound {
+                        d.error_message = Some(s(&format!("Group {name} not found.")));
+                    }
+                }
+            }
+            resp.groups.push(d);
+        }
+        ResponseKind::ConsumerGroupDescribe(resp)
+    }
+
+    fn describe_consumer_group(
+        &self,
+        d: &mut consumer_group_describe_response::DescribedGroup,
+        g: &group::ConsumerGroup,
+        version: i16,
+    ) {
+        d.group_state = s(g.state().name());
+        d.group_epoch = g.group_epoch;
+        d.assignment_epoch = g.assignment_epoch;
+        d.assignor_name = s(&g.assignor);
+        let assignment = |a: &group::assignor::Assignment| {
+            let mut out = consumer_group_describe_response::Assignment::default();
+            out.topic_partitions = self
+                .topic_ids(a)
+                .into_iter()
+                .map(|(id, name, ps)| {
+                    let mut tp = consumer_group_describe_response::TopicPartitions::default();
+                    tp.topic_id = id;
+                    tp.topic_name = TopicName(StrBytes::from_string(name));
+                    tp.partitions = ps;
+                    tp
+                })
+                .collect();
+            out
+        };
+        let empty = group::assignor::Assignment::new();
+        d.members = g
+            .members
+            .values()
+            .map(|m| {
+                let mut out = consumer_group_describe_response::Member::default();
+                out.member_id = s(&m.id);
+                out.instance_id = opt(m.instance_id.clone());
+                out.rack_id = opt(m.rack_id.clone());
+                out.member_epoch = m.member_epoch;
+                out.client_id = s(&m.client_id);
+                out.client_host = s(&m.client_host);
+                out.subscribed_topic_names = m.subscribed.iter().map(|t| TopicName(s(t))).collect();
+                out.assignment = assignment(&m.assigned);
+                out.target_assignment = assignment(g.target.get(&m.id).unwrap_or(&empty));
+                if version >= 1 {
+                    out.member_type = 1; // a consumer-protocol member (0 would be classic)
+                }
+                out
+            })
+            .collect();
+    }
 }

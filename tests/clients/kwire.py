@@ -549,6 +549,27 @@ def fetch_v4(conn: Connection, topic, partition, offset, max_bytes=1 << 20, max_
     return results[0]
 
 
+def fetch_old(conn: Connection, topic, partition, offset, version, max_bytes=1 << 20):
+    """Fetch v0..v3 (older than any broker of Kafka 4 serves). Returns [(topic, partition,
+    error_code, high_watermark, records)]."""
+    assert 0 <= version <= 3
+    w = Writer().i32(-1).i32(0).i32(1)
+    if version >= 3:
+        w.i32(max_bytes)
+    w.array([topic], lambda w, t: w.string(t).array(
+        [partition], lambda w, p: w.i32(p).i64(offset).i32(max_bytes)))
+    r = conn.request(FETCH, version, w.done())
+    if version >= 1:
+        r.i32()  # throttle time
+    out = []
+    for name, parts in r.array(lambda r: (r.string(), r.array(
+            lambda r: (r.i32(), r.i16(), r.i64(), r.bytes_())))):
+        for (p, err, hw, records) in parts:
+            out.append((name, p, err, hw, records))
+    assert r.remaining() == 0, f"{r.remaining()} bytes left after a Fetch v{version} answer"
+    return out
+
+
 def list_offsets_v1(conn: Connection, topic, partition, timestamp):
     """ListOffsets v1 for one partition. Returns (error_code, timestamp, offset)."""
     body = (Writer().i32(-1)

@@ -162,11 +162,34 @@ def test_unknown_topic_is_an_error_for_every_command(broker):
     want = "topic 'nope' does not exist"
     assert_one_line_error(sluice("topic", "describe", "nope", bootstrap=b), want)
     assert_one_line_error(sluice("topic", "delete", "nope", bootstrap=b), want)
-    assert_one_line_error(sluice("produce", "nope", bootstrap=b, input=b"x\n"), want)
+    assert_one_line_error(sluice("produce", "nope", "-X", "allow.auto.create.topics=false", bootstrap=b,
+                                 input=b"x\n"), want)
     assert_one_line_error(sluice("consume", "nope", "--timeout-ms", "1000", bootstrap=b), want)
     assert ok("topic", "delete", "nope", "--if-exists", bootstrap=b) == ""
     # nothing was auto-created on the way
     assert "nope" not in ok("topic", "list", bootstrap=b).split()
+
+
+def test_produce_to_a_missing_topic_creates_it_and_says_so_in_one_line(broker):
+    # As kafka-console-producer: the broker's auto.create.topics.enable creates the topic.
+    b = broker.bootstrap
+    r = produce_lines(b, "fresh", [b"a", b"b", b"c"])
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.decode().splitlines() == [
+        "Created topic 'fresh' (1 partition): the broker creates missing topics (auto.create.topics.enable)."]
+    out, _ = consume(b, "fresh", "--from-beginning", "--max-messages", "3")
+    assert out == b"a\nb\nc\n"
+    # The second time the topic exists: nothing is said.
+    r = produce_lines(b, "fresh", [b"d"])
+    assert r.returncode == 0 and r.stderr == b"", r.stderr
+
+
+def test_produce_to_a_missing_topic_fails_in_one_line_when_the_broker_does_not_auto_create(broker_factory):
+    b = broker_factory(config={"auto_create_topics_enable": False}).bootstrap
+    assert_one_line_error(produce_lines(b, "absent", [b"x"]),
+                          "topic 'absent' does not exist and the broker does not create topics "
+                          "(auto.create.topics.enable is off); create it with `sluice topic create absent`")
+    assert "absent" not in ok("topic", "list", bootstrap=b).split()
 
 
 @pytest.mark.parametrize("args", [

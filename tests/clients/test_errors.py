@@ -86,6 +86,17 @@ def test_unsupported_api_versions_version_gets_error_35_in_the_v0_layout(broker)
     assert_broker_healthy(broker)
 
 
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
+def test_fetch_below_v4_is_answered_with_unsupported_version_and_the_connection_stays_open(broker, version):
+    # An old client that negotiates nothing (sarama pinned to 0.10) must read error 35 in the
+    # layout it asked for, not a closed connection.
+    ck_create_topic(broker.bootstrap, "oldfetch", partitions=1)
+    with raw(broker) as c:
+        assert kwire.fetch_old(c, "oldfetch", 0, 0, version) == [("oldfetch", 0, kwire.UNSUPPORTED_VERSION, -1, b"")]
+        assert kwire.api_versions(c)[0] == kwire.NONE, "the connection must stay usable"
+    assert_broker_healthy(broker)
+
+
 def test_produce_below_v3_is_refused_with_unsupported_version(broker):
     ck_create_topic(broker.bootstrap, "v2", partitions=1)
     batch = kwire.record_batch([(b"k", b"v")])
