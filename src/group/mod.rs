@@ -90,27 +90,57 @@ pub async fn install(router: Rc<Router>, settings: &GroupSettings) {
 
 /// Replays every `__consumer_offsets` partition this shard owns into the coordinator.
 async fn load_owned_partitions(shell: &GroupShard) {
-    let snap = shell.router.snapshot();
-    let Some(topic) = snap.topics.get(OFFSETS_TOPIC) else {
+    let mut loaded = 0usize;
+    let now = now_ms();
+    replay_owned(&shell.router, OFFSETS_TOPIC, |r| {
+        if r.control {
+            if let Some(commit) = r.key.as_deref().and_then(marker_commits) {
+                shell
+                    .coordinator
+                    .borrow_mut()
+                    .complete_txn(r.producer_id, commit);
+            }
+            return;
+        }
+        let txn_producer = r.transactional.then_some(r.producer_id);
+        if let Some(rec) = r.key.and_then(|k| records::decode(k, r.value)) {
+            shell.coordinator.borrow_mut().load(rec, txn_producer, now);
+            loaded += 1;
+        }
+    })
+    .await;
+    if loaded > 0 {
+        tracing::info!(records = loaded, "consumer groups loaded");
+    }
+}
+
+/// Reads every partition of the internal topic `topic` that this shard owns from its start,
+/// handing each record to `each` in offset order (how coordinators rebuild their state).
+pub(crate) async fn replay_owned(
+    router: &Router,
+    topic: &str,
+    mut each: impl FnMut(kafka_protocol::records::Record),
+) {
+    let snap = router.snapshot();
+    let Some(info) = snap.topics.get(topic) else {
         return;
     };
-    let mine: Vec<i32> = topic
+    let mine: Vec<i32> = info
         .partitions
         .iter()
-        .filter(|p| shell.router.owns(p.shard))
+        .filter(|p| router.owns(p.shard))
         .map(|p| p.index)
         .collect();
-    let mut loaded = 0usize;
     for p in mine {
         let mut offset = 0i64;
         loop {
             let part = FetchPart {
-                tp: TopicPartition::new(OFFSETS_TOPIC, p),
+                tp: TopicPartition::new(topic, p),
                 offset,
                 max_bytes: 4 << 20,
                 isolation: Isolation::ReadUncommitted,
             };
-            let read = shell.router.fetch_once(&[part]).await.remove(0);
+            let read = router.fetch_once(&[part]).await.remove(0);
             if read.error.is_some() || read.records.is_empty() {
                 break;
             }
@@ -118,30 +148,13 @@ async fn load_owned_partitions(shell: &GroupShard) {
             let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
                 break;
             };
-            let now = now_ms();
             for set in sets {
                 for r in set.records {
                     offset = offset.max(r.offset + 1);
-                    if r.control {
-                        if let Some(commit) = r.key.as_deref().and_then(marker_commits) {
-                            shell
-                                .coordinator
-                                .borrow_mut()
-                                .complete_txn(r.producer_id, commit);
-                        }
-                        continue;
-                    }
-                    let txn_producer = r.transactional.then_some(r.producer_id);
-                    if let Some(rec) = r.key.and_then(|k| records::decode(k, r.value)) {
-                        shell.coordinator.borrow_mut().load(rec, txn_producer, now);
-                        loaded += 1;
-                    }
+                    each(r);
                 }
             }
         }
-    }
-    if loaded > 0 {
-        tracing::info!(records = loaded, "consumer groups loaded");
     }
 }
 

@@ -24,16 +24,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
-use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
 use crate::controller::NewTopic;
 use crate::group;
-use crate::partition::Isolation;
 use crate::protocol::batch::{self, ControlType};
 use crate::router::Router;
 use crate::runtime;
-use crate::shard::{FetchPart, MarkerPart, Origin, ProducePart};
+use crate::shard::{MarkerPart, Origin, ProducePart};
 
 pub use coordinator::{
     Decision, ListedTxn, MarkerJob, ProducerRef, Transition, TxnConfig, TxnCoordinator,
@@ -94,45 +92,14 @@ pub async fn install(router: Rc<Router>, settings: &TxnSettings) {
 }
 
 async fn load_owned_partitions(shell: &TxnShard) {
-    let snap = shell.router.snapshot();
-    let Some(topic) = snap.topics.get(TXN_STATE_TOPIC) else {
-        return;
-    };
-    let mine: Vec<i32> = topic
-        .partitions
-        .iter()
-        .filter(|p| shell.router.owns(p.shard))
-        .map(|p| p.index)
-        .collect();
     let mut loaded = 0usize;
-    for p in mine {
-        let mut offset = 0i64;
-        loop {
-            let part = FetchPart {
-                tp: TopicPartition::new(TXN_STATE_TOPIC, p),
-                offset,
-                max_bytes: 4 << 20,
-                isolation: Isolation::ReadUncommitted,
-            };
-            let read = shell.router.fetch_once(&[part]).await.remove(0);
-            if read.error.is_some() || read.records.is_empty() {
-                break;
-            }
-            let mut buf = read.records.clone();
-            let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
-                break;
-            };
-            for set in sets {
-                for r in set.records {
-                    offset = offset.max(r.offset + 1);
-                    if let Some((id, meta)) = r.key.and_then(|k| records::decode(k, r.value)) {
-                        shell.coordinator.borrow_mut().load(id, meta);
-                        loaded += 1;
-                    }
-                }
-            }
+    group::replay_owned(&shell.router, TXN_STATE_TOPIC, |r| {
+        if let Some((id, meta)) = r.key.and_then(|k| records::decode(k, r.value)) {
+            shell.coordinator.borrow_mut().load(id, meta);
+            loaded += 1;
         }
-    }
+    })
+    .await;
     if loaded > 0 {
         tracing::info!(records = loaded, "transaction state loaded");
     }
