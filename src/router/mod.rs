@@ -475,23 +475,43 @@ impl Router {
     }
 
     pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Vec<OffsetAnswer> {
+        self.scatter(
+            queries,
+            |q| &q.tp,
+            |queries, reply| ShardRequest::ListOffsets { queries, reply },
+        )
+        .await
+    }
+
+    /// Splits `items` by the shard owning each one's partition, sends every shard its share
+    /// at once, and puts the answers back in item order: an item no shard owns gets
+    /// UNKNOWN_TOPIC_OR_PARTITION, one its shard did not answer UNKNOWN_SERVER_ERROR.
+    async fn scatter<I, A: Clone>(
+        &self,
+        items: Vec<I>,
+        tp_of: impl Fn(&I) -> &TopicPartition,
+        request: impl Fn(Vec<I>, oneshot::Sender<Vec<Result<A, KafkaError>>>) -> ShardRequest,
+    ) -> Vec<Result<A, KafkaError>> {
         let snap = self.snapshot();
-        let mut results: Vec<Option<OffsetAnswer>> = vec![None; queries.len()];
-        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<OffsetQuery>)> = BTreeMap::new();
-        for (i, q) in queries.into_iter().enumerate() {
-            match self.owner(&snap, &q.tp) {
+        let mut results: Vec<Option<Result<A, KafkaError>>> = vec![None; items.len()];
+        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<I>)> = BTreeMap::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match self.owner(&snap, tp_of(&item)) {
                 Some(shard) => {
                     let e = per_shard.entry(shard).or_default();
                     e.0.push(i);
-                    e.1.push(q);
+                    e.1.push(item);
                 }
                 None => results[i] = Some(Err(KafkaCode::UnknownTopicOrPartition.into())),
             }
         }
-        for (shard, (indexes, queries)) in per_shard {
+        let mut pending = Vec::new();
+        for (shard, (indexes, items)) in per_shard {
             let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::ListOffsets { queries, reply: tx })
-                .await;
+            self.send(shard, request(items, tx)).await;
+            pending.push((indexes, rx));
+        }
+        for (indexes, rx) in pending {
             let answers = rx.await.unwrap_or_default();
             for (k, i) in indexes.into_iter().enumerate() {
                 results[i] = Some(
@@ -632,41 +652,12 @@ impl Router {
     /// Writes transaction markers to their partitions' owners; one result per marker, in
     /// order, once each is durable.
     pub async fn write_markers(&self, markers: Vec<MarkerPart>) -> Vec<Result<(), KafkaError>> {
-        let snap = self.snapshot();
-        let mut results: Vec<Option<Result<(), KafkaError>>> = vec![None; markers.len()];
-        let mut per_shard: BTreeMap<usize, (Vec<usize>, Vec<MarkerPart>)> = BTreeMap::new();
-        for (i, m) in markers.into_iter().enumerate() {
-            match self.owner(&snap, &m.tp) {
-                Some(shard) => {
-                    let e = per_shard.entry(shard).or_default();
-                    e.0.push(i);
-                    e.1.push(m);
-                }
-                None => results[i] = Some(Err(KafkaCode::UnknownTopicOrPartition.into())),
-            }
-        }
-        let mut pending = Vec::new();
-        for (shard, (indexes, markers)) in per_shard {
-            let (tx, rx) = oneshot::channel();
-            self.send(shard, ShardRequest::WriteMarkers { markers, reply: tx })
-                .await;
-            pending.push((indexes, rx));
-        }
-        for (indexes, rx) in pending {
-            let answers = rx.await.unwrap_or_default();
-            for (k, i) in indexes.into_iter().enumerate() {
-                results[i] = Some(
-                    answers
-                        .get(k)
-                        .cloned()
-                        .unwrap_or(Err(KafkaCode::UnknownServerError.into())),
-                );
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(KafkaCode::UnknownServerError.into())))
-            .collect()
+        self.scatter(
+            markers,
+            |m| &m.tp,
+            |markers, reply| ShardRequest::WriteMarkers { markers, reply },
+        )
+        .await
     }
 
     /// The producers of each partition (DescribeProducers), in order.
