@@ -171,6 +171,7 @@ impl BrokerArgs {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    crate::runtime::install_crash_report();
     let cli = Cli::parse();
     match cli.command {
         Command::Broker(args) => run_broker(args),

@@ -201,3 +201,41 @@ pub async fn prime_dma_probe(data_dir: &std::path::Path) -> std::io::Result<()> 
 pub fn io_error(e: glommio::GlommioError<()>) -> std::io::Error {
     std::io::Error::from(e)
 }
+
+/// Signals that end the process on a fault rather than on request: glibc's heap checks
+/// abort, a bad instruction or a bus error. SIGSEGV stays with Rust's runtime, whose handler
+/// reports stack overflows.
+const FATAL_SIGNALS: [libc::c_int; 4] = [libc::SIGABRT, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+
+/// Seconds the crash report may take before the process is killed by SIGALRM instead: a
+/// report that blocks on a corrupted heap must not leave a hung broker behind.
+const CRASH_REPORT_DEADLINE_S: libc::c_uint = 10;
+
+/// Makes a fatal signal print the failing thread's name and backtrace to stderr before the
+/// process dies of that signal, as it would have. A crash that happens only on a machine we
+/// cannot reach (a CI runner) then says where it happened.
+pub fn install_crash_report() {
+    extern "C" fn report(sig: libc::c_int) {
+        // SAFETY: alarm, signal and raise are async-signal-safe.
+        unsafe { libc::alarm(CRASH_REPORT_DEADLINE_S) };
+        // Not async-signal-safe (it allocates), but the process is dying anyway and the
+        // alarm bounds the attempt.
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        eprintln!(
+            "sluice: fatal signal {sig} on thread {}\n{backtrace}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+        // SAFETY: restores the default action, then re-raises so the exit status and any core
+        // dump are those of the original signal.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+    for sig in FATAL_SIGNALS {
+        // SAFETY: installs a handler for a fault signal; the handler only re-raises after
+        // reporting.
+        unsafe { libc::signal(sig, report as *const () as libc::sighandler_t) };
+    }
+}
