@@ -224,7 +224,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         .await
         .context("priming the DMA probe")?;
     runtime::install_task_queues(&config.runtime);
-    let (senders, receivers) = ctx.mesh.clone().join().await?;
+    let (senders, receivers) = ctx.mesh.join(i).await?;
     let metrics = crate::metrics::local();
     let shard = Shard::new(
         i,
