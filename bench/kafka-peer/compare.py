@@ -72,15 +72,19 @@ PROFILES = {
 # kind "producer-perf" / "consumer-perf": Kafka's tools with the same shape.
 # Each names the figures compared and whether higher or lower is better.
 
-def sluice_bench(name, workload, metrics):
-    return {"name": name, "kind": "sluice-bench", "workload": workload, "metrics": metrics}
+def sluice_bench(name, workload, metrics, max_rate_of=None):
+    """max_rate_of: the record size whose max rate this run measures (see perf_records)."""
+    w = {"name": name, "kind": "sluice-bench", "workload": workload, "metrics": metrics}
+    if max_rate_of:
+        w["max_rate_of"] = max_rate_of
+    return w
 
 
 WORKLOADS = [
     sluice_bench("sluice-bench max-throughput 1 KiB acks=all 8p", "acksall-1kb-8p.toml",
-                 [("produce MB/s", "higher")]),
+                 [("produce MB/s", "higher")], max_rate_of=1024),
     sluice_bench("sluice-bench max-throughput 100 B acks=1 8p", "max-throughput-100b-8p.toml",
-                 [("produce records/s", "higher")]),
+                 [("produce records/s", "higher")], max_rate_of=100),
     sluice_bench("sluice-bench fixed-rate 100 MB/s 1 KiB acks=all 8p", "latency-1kb-8p-fixed-rate.toml",
                  [("e2e p50 ms", "lower"), ("e2e p99 ms", "lower"), ("e2e p99.9 ms", "lower")]),
     sluice_bench("sluice-bench consume 1 KiB 8p", "consume-tail-1kb-8p.toml",
@@ -330,26 +334,41 @@ def java_tool(main):
     return ["java"] + TOOL_HEAP + ["-Dlog4j2.level=WARN", "-cp", classpath(), f"org.apache.kafka.tools.{main}"]
 
 
+# Topics for the perf tools are made and removed with `sluice topic` (plain Kafka admin
+# requests, not measured): a JVM start per call would add seconds to every run.
 def create_topic(ctx, broker, topic, partitions):
-    cmd = java_tool("TopicCommand") + ["--bootstrap-server", broker.bootstrap, "--create", "--topic", topic,
-                                       "--partitions", str(partitions), "--replication-factor", "1"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    cmd = [ctx.sluice, "topic", "create", topic, "-p", str(partitions), "-r", "1", "-b", broker.bootstrap]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=120)
 
 
 def delete_topic(ctx, broker, topic):
-    cmd = java_tool("TopicCommand") + ["--bootstrap-server", broker.bootstrap, "--delete", "--topic", topic]
+    cmd = [ctx.sluice, "topic", "delete", topic, "--if-exists", "-b", broker.bootstrap]
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
 
 
-def run_producer_perf(ctx, broker, w, out_base, topic):
-    """kafka-producer-perf-test; MB/s there is 2^20 bytes, converted here to 10^6 like sluice bench."""
+def perf_records(ctx, w, max_rate):
+    """How many records a perf-test run sends, and how many of them are its warm-up.
+
+    The tool stops after a count, not a time. The count is what this broker took about
+    duration + warm-up seconds to acknowledge in the same round's sluice-bench run of the same
+    shape (`max_rate`, records/s), capped by the workload's own count (and by the fixed rate
+    times that time), so a slow broker does not stretch the run to minutes."""
+    seconds = ctx.duration + ctx.warmup
     if w["rate"] > 0:
-        # Fixed rate: as long as a sluice-bench run, its warm-up left out of the figures.
-        records = int(w["rate"] * (ctx.duration + ctx.warmup))
-        warmup = int(w["rate"] * ctx.warmup)
-    else:
-        records = max(1, int(w["records"] * ctx.scale))
-        warmup = records // 5
+        # Fixed rate: its warm-up left out of the figures. A broker that cannot take the rate
+        # at all queues without bound; cap the run near its normal length.
+        rate = w["rate"] if max_rate is None else min(w["rate"], max_rate)
+        records = int(rate * seconds)
+        return records, records * ctx.warmup // seconds
+    records = max(1, int(w["records"] * ctx.scale))
+    if max_rate:
+        records = max(min(records, int(max_rate * seconds)), 50_000)
+    return records, records // 5
+
+
+def run_producer_perf(ctx, broker, w, out_base, topic, max_rate):
+    """kafka-producer-perf-test; MB/s there is 2^20 bytes, converted here to 10^6 like sluice bench."""
+    records, warmup = perf_records(ctx, w, max_rate)
     props = [f"bootstrap.servers={broker.bootstrap}"] + [f"{k}={v}" for k, v in w["props"].items()]
     cmd = java_tool("ProducerPerformance") + [
         "--topic", topic, "--num-records", str(records), "--warmup-records", str(warmup),
@@ -430,6 +449,9 @@ def slug(name):
 
 def run_pair_round(ctx, profile, rnd, brokers, results):
     """One round: every workload, against each broker in this round's order."""
+    # records/s each broker acknowledged at max rate this round, by record size (from the
+    # sluice-bench runs, which come first): sizes the perf-test runs (perf_records).
+    max_rates = {b.name: {} for b in brokers}
     for w in ctx.workloads:
         for broker in brokers:
             base = os.path.join(ctx.out, profile, f"{slug(w['name'])}-{broker.name}-{rnd}")
@@ -439,10 +461,13 @@ def run_pair_round(ctx, profile, rnd, brokers, results):
             if w["kind"] == "sluice-bench":
                 side[broker.name], report = run_sluice_bench(ctx, broker, w, base)
                 entry.setdefault("reports", {}).setdefault(broker.name, {})[rnd] = report
+                if "max_rate_of" in w:
+                    max_rates[broker.name][w["max_rate_of"]] = side[broker.name]["produce records/s"]
                 continue
             topic = f"perf-{slug(w['name'])[:40]}-{rnd}-{uuid.uuid4().hex[:6]}"
             create_topic(ctx, broker, topic, 8)
-            side[broker.name], records = run_producer_perf(ctx, broker, w, base, topic)
+            max_rate = max_rates[broker.name].get(w["record_size"])
+            side[broker.name], records = run_producer_perf(ctx, broker, w, base, topic, max_rate)
             if w.get("then_consume"):
                 c = results.setdefault((profile, CONSUMER_PERF["name"]),
                                        {"workload": CONSUMER_PERF, "rounds": {}})
@@ -500,7 +525,7 @@ def summarize(ctx, results, started, elapsed):
                  "latency: below 1 means sluice is quicker",
         "kafka_version": kafka_version(),
         "sluice_version": sluice_version(ctx.sluice),
-        "machine": machine(),
+        "machine": dict(machine(), load_average_at_start=ctx.load_at_start),
         "rounds": ctx.rounds,
         "measured_s": ctx.duration,
         "warmup_s": ctx.warmup,
@@ -528,7 +553,7 @@ def machine():
             model = line.split(":", 1)[1].strip()
             break
     return {"cores": os.cpu_count(), "cpu_model": model, "kernel": os.uname().release,
-            "load_average_at_end": list(os.getloadavg()),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
             "java": subprocess.run(["java", "-version"], stderr=subprocess.PIPE,
                                    text=True).stderr.splitlines()[0]}
 
@@ -570,7 +595,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profiles", default="durable,default", help="durable, default or both")
     ap.add_argument("--only", default="", help="run only workloads whose name contains this")
-    ap.add_argument("--duration", type=int, default=4, help="measured seconds of each run")
+    ap.add_argument("--duration", type=int, default=3, help="measured seconds of each run")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up seconds of each run")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="scales the record counts of the max-rate perf-test runs")
@@ -595,6 +620,7 @@ def main():
     for p in ctx.profiles:
         os.makedirs(os.path.join(ctx.out, p))
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    ctx.load_at_start = [round(x, 2) for x in os.getloadavg()]
     t0 = time.monotonic()
     results = {}
     for profile in ctx.profiles:

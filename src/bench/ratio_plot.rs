@@ -92,7 +92,10 @@ pub fn plot(comparison: &Comparison, out: &Path) -> anyhow::Result<()> {
     let size = (WIDTH, height);
     match out.extension().and_then(|e| e.to_str()).unwrap_or("") {
         "svg" => draw(SVGBackend::new(out, size).into_drawing_area(), comparison),
-        "png" => draw(BitMapBackend::new(out, size).into_drawing_area(), comparison),
+        "png" => draw(
+            BitMapBackend::new(out, size).into_drawing_area(),
+            comparison,
+        ),
         _ => bail!(
             "cannot tell the format of {} (use .svg or .png)",
             out.display()
@@ -173,13 +176,13 @@ fn row_label(labels: &[String], y: f64) -> String {
 type Chart<'a, DB> = ChartContext<
     'a,
     DB,
-    Cartesian2d<plotters::coord::combinators::LogCoord<f64>, plotters::coord::types::RangedCoordf64>,
+    Cartesian2d<
+        plotters::coord::combinators::LogCoord<f64>,
+        plotters::coord::types::RangedCoordf64,
+    >,
 >;
 
-fn draw_rows<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
-    rows: &[Compared],
-) -> anyhow::Result<()>
+fn draw_rows<DB: DrawingBackend>(chart: &mut Chart<'_, DB>, rows: &[Compared]) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -187,7 +190,11 @@ where
     for (k, row) in rows.iter().enumerate() {
         let y = (n - 1 - k) as f64;
         if let Some(m) = row.median_advantage() {
-            let color = if m >= 1.0 { GREEN.mix(0.6) } else { RED.mix(0.6) };
+            let color = if m >= 1.0 {
+                GREEN.mix(0.6)
+            } else {
+                RED.mix(0.6)
+            };
             chart
                 .draw_series([Rectangle::new(
                     [(1.0, y - 0.3), (m, y + 0.3)],
@@ -228,7 +235,10 @@ mod tests {
 
     #[test]
     fn x_range_covers_every_round_in_powers_of_ten() {
-        let rows = [compared("higher", &[0.03, 1.0]), compared("lower", &[0.002])];
+        let rows = [
+            compared("higher", &[0.03, 1.0]),
+            compared("lower", &[0.002]),
+        ];
         assert_eq!(x_range(&rows), (0.01, 1000.0));
     }
 
