@@ -377,21 +377,29 @@ def run_producer_perf(ctx, broker, w, out_base, topic, max_rate):
     cpu0, t0 = cpu_seconds(broker.proc.pid), time.monotonic()
     text = run_logged(cmd, out_base + ".txt")
     elapsed, cpu1 = time.monotonic() - t0, cpu_seconds(broker.proc.pid)
+    figures = parse_producer_perf(text, w["record_size"])
+    if figures is None:
+        raise RuntimeError(f"no summary line in {out_base}.txt")
+    figures["records"] = records
+    add_cpu(figures, cpu0, cpu1, elapsed, records * w["record_size"])
+    return figures, records
+
+
+def parse_producer_perf(text, record_size):
+    """The figures of kafka-producer-perf-test's summary: the steady-state line (after the
+    warm-up records) when there is one, else the whole run's. None without a summary."""
     m = STEADY_LINE.search(text) or PRODUCER_LINE.search(text)
     if not m:
-        raise RuntimeError(f"no summary line in {out_base}.txt")
-    sent, rps = int(m.group(1)), float(m.group(2))
-    figures = {
+        return None
+    rps = float(m.group(2))
+    return {
         "produce records/s": rps,
-        "produce MB/s": rps * w["record_size"] / 1e6,
+        "produce MB/s": rps * record_size / 1e6,
         "produce p50 ms": float(m.group(6)),
         "produce p99 ms": float(m.group(8)),
         "produce p99.9 ms": float(m.group(9)),
-        "records": records,
-        "steady-state records": sent,
+        "steady-state records": int(m.group(1)),
     }
-    add_cpu(figures, cpu0, cpu1, elapsed, records * w["record_size"])
-    return figures, records
 
 
 def run_consumer_perf(ctx, broker, out_base, topic, records):
@@ -402,22 +410,30 @@ def run_consumer_perf(ctx, broker, out_base, topic, records):
     cpu0, t0 = cpu_seconds(broker.proc.pid), time.monotonic()
     text = run_logged(cmd, out_base + ".txt")
     elapsed, cpu1 = time.monotonic() - t0, cpu_seconds(broker.proc.pid)
+    figures = parse_consumer_perf(text)
+    if figures is None:
+        raise RuntimeError(f"no summary line in {out_base}.txt")
+    add_cpu(figures, cpu0, cpu1, elapsed, None)
+    return figures
+
+
+def parse_consumer_perf(text):
+    """The figures of kafka-consumer-perf-test's summary row, None without one. Columns:
+    start, end, MB, MB/s, records, records/s, rebalance ms, fetch ms, fetch MB/s, fetch
+    records/s (MB = 2^20 bytes)."""
     rows = [line for line in text.splitlines() if re.match(r"\d{4}-\d\d-\d\d ", line)]
     if not rows:
-        raise RuntimeError(f"no summary line in {out_base}.txt")
+        return None
     cols = [c.strip() for c in rows[-1].split(",")]
-    # start, end, MB, MB/s, records, records/s, rebalance ms, fetch ms, fetch MB/s, fetch records/s
     consumed_bytes = float(cols[2]) * 2**20
     fetch_s = float(cols[7]) / 1000
-    figures = {
+    return {
         # The fetch phase only: Kafka's tool counts the group join (rebalance) separately.
         "consume MB/s": consumed_bytes / fetch_s / 1e6 if fetch_s > 0 else 0.0,
         "consume records/s": float(cols[9]),
         "records": int(cols[4]),
         "rebalance ms": float(cols[6]),
     }
-    add_cpu(figures, cpu0, cpu1, elapsed, None)
-    return figures
 
 
 def add_cpu(figures, cpu0, cpu1, elapsed, produced_bytes):
@@ -496,7 +512,9 @@ def run_profile(ctx, profile, results):
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def summarize(ctx, results, started, elapsed):
+def compare_rounds(results):
+    """Per (profile, workload, figure): each round's sluice and Kafka figures, their ratio
+    sluice/Kafka, and the medians."""
     comparisons = []
     for (profile, name), entry in results.items():
         w = entry["workload"]
@@ -515,6 +533,11 @@ def summarize(ctx, results, started, elapsed):
                 "median_kafka": median([r["kafka"] for r in rounds]),
                 "median_ratio": median(ratios),
             })
+    return comparisons
+
+
+def summarize(ctx, results, started, elapsed):
+    comparisons = compare_rounds(results)
     runs = {f"{p}/{n}": e["rounds"] for (p, n), e in results.items()}
     return {
         "schema": "sluice-vs-kafka/1",
