@@ -9,7 +9,7 @@
 //! (the knobs), [`pacing`] (the send schedule, coordinated omission), [`latency`] (HDR
 //! histograms), [`payload`] (values, stamps, keys), [`plan`] (what threads share),
 //! [`producer`] and [`consumer`] (the actors), [`progress`] (the live line), [`report`]
-//! (the JSON) and [`plot`] (the picture).
+//! (the JSON), [`plot`] (the picture) and [`ratio_plot`] (the picture of a peer comparison).
 
 pub mod consumer;
 pub mod latency;
@@ -19,6 +19,7 @@ pub mod plan;
 pub mod plot;
 pub mod producer;
 pub mod progress;
+pub mod ratio_plot;
 pub mod report;
 pub mod workload;
 

@@ -21,7 +21,7 @@ const FONT_DIRS: [&str; 3] = [
     "/usr/lib/fonts",
 ];
 const PREFERRED_FONT: &str = "DejaVuSans.ttf";
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 /// Draws `runs` (label, report) into `out` (.svg or .png).
 pub fn plot(runs: &[(String, Report)], out: &Path) -> anyhow::Result<()> {
@@ -239,12 +239,12 @@ where
     Ok(())
 }
 
-fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
     anyhow::Error::new(e)
 }
 
 /// Registers a system TrueType font as "sans-serif" (once).
-fn register_font() -> anyhow::Result<()> {
+pub(super) fn register_font() -> anyhow::Result<()> {
     static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     REGISTERED
         .get_or_init(|| {

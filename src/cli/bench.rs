@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::bench::plot::plot;
+use crate::bench::ratio_plot;
 use crate::bench::report::Report;
 use crate::bench::{self, Mode, Payload, RecordSize, RunOptions, Workload};
 
@@ -36,6 +37,21 @@ pub enum BenchCommand {
     ///   sluice bench plot bench/results/*.json -o bench/results/latency.png
     #[command(verbatim_doc_comment)]
     Plot(PlotArgs),
+    /// Draw a peer comparison (bench/compare --kafka) as sluice's advantage per figure.
+    ///
+    /// Example:
+    ///   sluice bench plot-ratios bench/results/kafka-compare.json -o kafka-compare.svg
+    #[command(verbatim_doc_comment)]
+    PlotRatios(PlotRatiosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlotRatiosArgs {
+    /// Summary written by bench/compare --kafka
+    pub summary: PathBuf,
+    /// Picture to write: .svg or .png
+    #[arg(short, long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +203,7 @@ fn parse_rate(s: &str) -> Result<(f64, f64), String> {
 pub fn run(args: BenchArgs) -> i32 {
     let outcome = match args.command {
         Some(BenchCommand::Plot(p)) => run_plot(p),
+        Some(BenchCommand::PlotRatios(p)) => run_plot_ratios(p),
         Some(BenchCommand::Produce(r)) => run_workload(r, Some(Mode::Produce)),
         Some(BenchCommand::Consume(r)) => run_workload(r, Some(Mode::Consume)),
         Some(BenchCommand::E2e(r)) => run_workload(r, Some(Mode::E2e)),
@@ -276,6 +293,12 @@ fn run_plot(args: PlotArgs) -> anyhow::Result<()> {
         runs.push((label, report));
     }
     plot(&runs, &args.output)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
+}
+
+fn run_plot_ratios(args: PlotRatiosArgs) -> anyhow::Result<()> {
+    ratio_plot::plot_file(&args.summary, &args.output)?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
 }
