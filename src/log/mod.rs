@@ -81,6 +81,9 @@ impl From<std::io::Error> for LogError {
 pub struct Appended {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The broker's append time, when the topic stamps batches with it
+    /// (`message.timestamp.type=LogAppendTime`): the Produce response reports it.
+    pub log_append_time: Option<i64>,
 }
 
 /// Offsets of the log right now.
@@ -235,7 +238,7 @@ impl Log {
         let base_offset = s.next_offset;
         batch::assign_offsets(&mut batch_bytes, base_offset, leader_epoch);
         let now = SystemClock.now_ms();
-        stamp_append_time(&mut batch_bytes, &settings, now)?;
+        let log_append_time = stamp_append_time(&mut batch_bytes, &settings, now)?;
         let header = *batch::header(&batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
         let last_offset = header.last_offset();
         let bytes = batch_bytes.freeze();
@@ -275,6 +278,7 @@ impl Log {
         Ok(Appended {
             base_offset,
             last_offset,
+            log_append_time,
         })
     }
 
@@ -571,20 +575,21 @@ impl Log {
 }
 
 /// Kafka's `message.timestamp.type=LogAppendTime`: data batches get the broker's append
-/// time (control batches keep theirs, as in Kafka).
+/// time (control batches keep theirs, as in Kafka). Returns the time stamped, if any.
 fn stamp_append_time(
     batch_bytes: &mut [u8],
     settings: &LogSettings,
     now: i64,
-) -> Result<(), LogError> {
+) -> Result<Option<i64>, LogError> {
     if settings.timestamp_type != crate::config::TimestampType::LogAppendTime {
-        return Ok(());
+        return Ok(None);
     }
     let h = batch::header(batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
-    if !h.is_control() {
-        batch::set_log_append_time(batch_bytes, now);
+    if h.is_control() {
+        return Ok(None);
     }
-    Ok(())
+    batch::set_log_append_time(batch_bytes, now);
+    Ok(Some(now))
 }
 
 /// Starts a new active segment when the next batch would not fit (`segment.bytes`) or the

@@ -190,6 +190,8 @@ impl Partition {
                 appended: Appended {
                     base_offset: original.base_offset,
                     last_offset: original.last_offset,
+                    // Kafka answers a duplicate without the original's append time.
+                    log_append_time: None,
                 },
                 duplicate: true,
             });

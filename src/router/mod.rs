@@ -697,6 +697,7 @@ fn failed_produce(code: KafkaCode) -> ProduceOutcome {
     ProduceOutcome {
         base_offset: -1,
         log_start_offset: -1,
+        log_append_time_ms: -1,
         error: Some(KafkaError::new(code, "")),
     }
 }

@@ -264,12 +264,16 @@ impl Handlers {
                     Ok(None)
                 };
             }
-            let mut by_key: BTreeMap<(String, i32), Result<(i64, i64), KafkaError>> =
+            let mut by_key: BTreeMap<(String, i32), Result<Produced, KafkaError>> =
                 early.into_iter().map(|(k, e)| (k, Err(e))).collect();
             for (k, o) in keys.into_iter().zip(outcomes) {
                 let r = match o.error {
                     Some(e) => Err(e),
-                    None => Ok((o.base_offset, o.log_start_offset)),
+                    None => Ok(Produced {
+                        base_offset: o.base_offset,
+                        log_start_offset: o.log_start_offset,
+                        log_append_time_ms: o.log_append_time_ms,
+                    }),
                 };
                 by_key.insert(k, r);
             }
@@ -608,9 +612,17 @@ fn metadata_topic_named(snap: &ClusterSnapshot, topic: &str) -> MetadataResponse
     mt
 }
 
+/// What a Produce response says of a partition that took its batch.
+#[derive(Debug, Clone, Copy)]
+struct Produced {
+    base_offset: i64,
+    log_start_offset: i64,
+    log_append_time_ms: i64,
+}
+
 fn produce_response(
     shape: &[(String, Vec<i32>)],
-    result: impl Fn(&(String, i32)) -> Result<(i64, i64), KafkaError>,
+    result: impl Fn(&(String, i32)) -> Result<Produced, KafkaError>,
 ) -> ResponseKind {
     let mut resp = ProduceResponse::default();
     for (topic, partitions) in shape {
@@ -621,9 +633,10 @@ fn produce_response(
             pr.index = p;
             pr.log_append_time_ms = -1;
             match result(&(topic.clone(), p)) {
-                Ok((base, start)) => {
-                    pr.base_offset = base;
-                    pr.log_start_offset = start;
+                Ok(done) => {
+                    pr.base_offset = done.base_offset;
+                    pr.log_start_offset = done.log_start_offset;
+                    pr.log_append_time_ms = done.log_append_time_ms;
                 }
                 Err(e) => {
                     pr.error_code = e.code.code();

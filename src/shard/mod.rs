@@ -45,6 +45,8 @@ pub struct ProducePart {
 pub struct ProduceOutcome {
     pub base_offset: i64,
     pub log_start_offset: i64,
+    /// The broker's append time for LogAppendTime topics, else -1 (Kafka's wire value).
+    pub log_append_time_ms: i64,
     pub error: Option<KafkaError>,
 }
 
@@ -245,15 +247,18 @@ impl Shard {
                 match (p, appended) {
                     (Some(p), Ok(a)) => {
                         let error = p.wait_acked(a, acks).await.err();
+                        let ok = error.is_none();
                         ProduceOutcome {
-                            base_offset: if error.is_some() { -1 } else { a.base_offset },
+                            base_offset: if ok { a.base_offset } else { -1 },
                             log_start_offset: p.offsets().log_start,
+                            log_append_time_ms: a.log_append_time.filter(|_| ok).unwrap_or(-1),
                             error,
                         }
                     }
                     (_, Err(e)) => ProduceOutcome {
                         base_offset: -1,
                         log_start_offset: -1,
+                        log_append_time_ms: -1,
                         error: Some(e),
                     },
                     (None, Ok(_)) => unreachable!("an append needs a partition"),

@@ -240,3 +240,27 @@ def test_log_append_time_replaces_the_producer_timestamps(broker):
         assert m.timestamp()[0] == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
     finally:
         c.close()
+
+
+def test_produce_response_carries_the_log_append_time(broker):
+    """librdkafka takes a delivered message's timestamp from the Produce response's
+    log_append_time_ms when the topic stamps batches; a CreateTime topic answers -1."""
+    import confluent_kafka
+    ck_create_topic(broker.bootstrap, "stamped-ack", partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    ck_create_topic(broker.bootstrap, "created-ack", partitions=1)
+    old = int(time.time() * 1000) - 3_600_000
+    before = int(time.time() * 1000)
+    delivered = []
+    p = Producer(ck_conf(broker.bootstrap, **{"linger.ms": 0}))
+    for topic in ("stamped-ack", "created-ack"):
+        p.produce(topic, b"v", timestamp=old, on_delivery=lambda err, msg: delivered.append((err, msg)))
+    assert p.flush(TIMEOUT) == 0
+    after = int(time.time() * 1000)
+    by_topic = {m.topic(): (err, m.timestamp()) for err, m in delivered}
+    err, (kind, ts) = by_topic["stamped-ack"]
+    assert err is None
+    assert kind == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+    assert before <= ts <= after
+    err, (kind, ts) = by_topic["created-ack"]
+    assert err is None
+    assert (kind, ts) == (confluent_kafka.TIMESTAMP_CREATE_TIME, old)
