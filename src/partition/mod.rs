@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::LogSettings;
-use crate::log::{Log, LogError, LogOffsets};
+use crate::log::{AbortedRange, CompactionInput, CompactionStats, Log, LogError, LogOffsets};
 use crate::protocol::batch::{self, ControlType};
 use crate::runtime;
 
@@ -444,6 +444,30 @@ impl Partition {
     /// One housekeeping pass (segment.ms rolls, retention); segments deleted.
     pub async fn housekeep(&self, now_ms: i64) -> Result<usize, KafkaError> {
         self.log.housekeep(now_ms).await.map_err(storage_error)
+    }
+
+    /// One compaction pass of this partition's log (nothing unless its `cleanup.policy`
+    /// compacts and a pass is due). Only what lies below the last stable offset is touched,
+    /// and the data of aborted transactions goes.
+    pub async fn compact(&self, now_ms: i64) -> Result<Option<CompactionStats>, KafkaError> {
+        let stable_end = self.last_stable_offset();
+        let aborted: Vec<AbortedRange> = self
+            .txn
+            .borrow()
+            .aborted
+            .iter()
+            .map(|t| AbortedRange {
+                producer_id: t.producer_id,
+                first_offset: t.first_offset,
+                last_offset: t.last_offset,
+            })
+            .collect();
+        let input = CompactionInput {
+            now_ms,
+            stable_end,
+            aborted: &aborted,
+        };
+        self.log.compact(input).await.map_err(storage_error)
     }
 
     /// DeleteRecords: moves the log start to `offset` (-1: the high watermark); returns the
