@@ -172,6 +172,9 @@ pub struct LogSettings {
     pub min_cleanable_dirty_ratio: f64,
     /// Kafka `max.message.bytes`: the largest batch an append may carry.
     pub max_message_bytes: usize,
+    /// Kafka `min.insync.replicas`: an `acks=all` produce is refused with NOT_ENOUGH_REPLICAS
+    /// while fewer replicas are in sync (a single-replica partition has one).
+    pub min_insync_replicas: i32,
     /// Kafka `compression.type`.
     pub compression: CompressionType,
     /// Kafka `message.timestamp.type`.
@@ -205,6 +208,7 @@ impl Default for LogSettings {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             max_message_bytes: limits::DEFAULT_MESSAGE_MAX_BYTES,
+            min_insync_replicas: 1,
             compression: CompressionType::Producer,
             timestamp_type: TimestampType::CreateTime,
             max_pending_bytes: limits::DEFAULT_MAX_PENDING_BYTES,

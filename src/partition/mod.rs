@@ -74,6 +74,8 @@ pub struct Partition {
     log: Rc<Log>,
     /// The topic's `max.message.bytes` (changes with its configs).
     message_max_bytes: std::cell::Cell<usize>,
+    /// The topic's `min.insync.replicas` (changes with its configs).
+    min_insync_replicas: Cell<i32>,
     txn: RefCell<TxnState>,
 }
 
@@ -126,6 +128,7 @@ impl Partition {
         settings: LogSettings,
         message_max_bytes: usize,
     ) -> Result<Rc<Partition>, LogError> {
+        let min_insync = settings.min_insync_replicas;
         let log = Log::open(dir, settings).await?;
         let txn = recover_producer_state(&log, dir).await?;
         Ok(Rc::new(Partition {
@@ -134,6 +137,7 @@ impl Partition {
             leader_epoch: Cell::new(leader_epoch),
             log,
             message_max_bytes: std::cell::Cell::new(message_max_bytes),
+            min_insync_replicas: Cell::new(min_insync),
             txn: RefCell::new(txn),
         }))
     }
@@ -157,6 +161,29 @@ impl Partition {
         let hw = self.log.offsets().high_watermark;
         let unstable = self.txn.borrow().producers.first_unstable_offset();
         unstable.map_or(hw, |first| first.min(hw))
+    }
+
+    /// Replicas in sync with this leader: itself only, until replication exists.
+    pub fn in_sync_replicas(&self) -> i32 {
+        1
+    }
+
+    /// Kafka's check before an `acks=all` append: refused with NOT_ENOUGH_REPLICAS (nothing
+    /// appended) while fewer replicas than `min.insync.replicas` are in sync. `acks` 0 and 1
+    /// do not wait for other replicas and are never refused for it.
+    pub fn check_in_sync(&self, acks: i16) -> Result<(), KafkaError> {
+        let (isr, min) = (self.in_sync_replicas(), self.min_insync_replicas.get());
+        if acks != -1 || isr >= min {
+            return Ok(());
+        }
+        Err(KafkaError::new(
+            KafkaCode::NotEnoughReplicas,
+            format!(
+                "The size of the current ISR {isr} is insufficient to satisfy the min.isr \
+                 requirement of {min} for partition {}",
+                self.tp
+            ),
+        ))
     }
 
     /// Validates the one batch of a produce and appends it, unless it is a retry of a batch
@@ -438,6 +465,7 @@ impl Partition {
     /// Applies a topic's changed configs to this partition's log.
     pub fn update_settings(&self, settings: LogSettings) {
         self.message_max_bytes.set(settings.max_message_bytes);
+        self.min_insync_replicas.set(settings.min_insync_replicas);
         self.log.update_settings(settings);
     }
 

@@ -240,3 +240,34 @@ def test_log_append_time_replaces_the_producer_timestamps(broker):
         assert m.timestamp()[0] == confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------- min.insync.replicas
+
+def produce_one(bootstrap, topic, acks):
+    """One record with `acks` and no retries; returns the delivery error (None on success)."""
+    p = Producer(ck_conf(bootstrap, **{"acks": acks, "retries": 0, "linger.ms": 0,
+                                       "enable.idempotence": False, "message.timeout.ms": 20000}))
+    result = []
+    p.produce(topic, key=b"k", value=b"v", partition=0, on_delivery=lambda err, msg: result.append(err))
+    assert p.flush(30) == 0
+    return result[0]
+
+
+def test_min_insync_replicas_above_the_isr_refuses_acks_all_only(broker):
+    """Issue 14 item 7: a single-replica partition has an ISR of one, so acks=all with
+    min.insync.replicas=2 is NOT_ENOUGH_REPLICAS (nothing appended), as Kafka answers when the
+    ISR is smaller; acks=1 and acks=0 are unaffected."""
+    a = ck_admin(broker.bootstrap)
+    ck_create_topic(broker.bootstrap, "misr", partitions=1, config={"min.insync.replicas": "2"})
+    assert describe_topic(a, "misr")["min.insync.replicas"].value == "2"
+
+    err = produce_one(broker.bootstrap, "misr", "all")
+    assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, err
+    assert ck_watermarks(broker.bootstrap, "misr", 1)[0] == (0, 0), "a refused produce appends nothing"
+    assert produce_one(broker.bootstrap, "misr", "1") is None
+    assert produce_one(broker.bootstrap, "misr", "0") is None
+    wait_for(lambda: ck_watermarks(broker.bootstrap, "misr", 1)[0] == (0, 2), what="acks=1 and acks=0 records")
+
+    incremental(a, "misr", ("min.insync.replicas", "1", AlterConfigOpType.SET))
+    wait_for(lambda: produce_one(broker.bootstrap, "misr", "all") is None, what="acks=all accepted again")
