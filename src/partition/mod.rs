@@ -26,6 +26,7 @@ use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::LogSettings;
 use crate::log::{AbortedRange, CompactionInput, CompactionStats, Log, LogError, LogOffsets};
 use crate::protocol::batch::{self, ControlType};
+use crate::protocol::rewrite;
 use crate::runtime;
 
 pub use crate::log::Appended;
@@ -221,7 +222,7 @@ impl Partition {
                 duplicate: true,
             });
         }
-        let bytes = BytesMut::from(&records[start..start + len]);
+        let bytes = self.in_topic_codec(&header, &records[start..start + len])?;
         let appended = self
             .log
             .append(bytes, self.leader_epoch.get())
@@ -271,6 +272,30 @@ impl Partition {
         }
         self.snapshot_on_roll();
         Ok(appended)
+    }
+
+    /// The batch as the topic stores it: recompressed when the topic's `compression.type` is
+    /// a codec other than the batch's (offsets, sequences and timestamps kept, the CRC
+    /// computed again), as sent otherwise (`producer`, or the codec already matches).
+    fn in_topic_codec(
+        &self,
+        header: &batch::BatchHeader,
+        raw: &[u8],
+    ) -> Result<BytesMut, KafkaError> {
+        let wanted = self.log.settings().compression.codec();
+        let Some(codec) = wanted.filter(|c| *c != header.compression() && !header.is_control())
+        else {
+            return Ok(BytesMut::from(raw));
+        };
+        let bad =
+            |e: rewrite::RecordsError| KafkaError::new(KafkaCode::CorruptMessage, e.to_string());
+        let decoded = rewrite::DecodedBatch::decode(raw).map_err(bad)?;
+        let how = rewrite::Rebuild {
+            codec,
+            delete_horizon: None,
+        };
+        let rebuilt = rewrite::rebuild(&decoded.header, &decoded.records, how).map_err(bad)?;
+        Ok(BytesMut::from(&rebuilt[..]))
     }
 
     fn record_abort(&self, txn: AbortedTxn) {
