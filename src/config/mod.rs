@@ -117,7 +117,7 @@ impl TimestampType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CleanerSettings {
     /// Kafka `log.cleaner.dedupe.buffer.size`: memory for the key→offset map of one cleaning
-    /// pass, split between the shards.
+    /// pass. The broker's value is split between the shards; this is one shard's share.
     pub dedupe_buffer_bytes: u64,
     /// Kafka `log.cleaner.io.max.bytes.per.second`: read plus write rate of a cleaning pass,
     /// per shard.
@@ -172,6 +172,9 @@ pub struct LogSettings {
     pub min_cleanable_dirty_ratio: f64,
     /// Kafka `max.message.bytes`: the largest batch an append may carry.
     pub max_message_bytes: usize,
+    /// Kafka `min.insync.replicas`: an `acks=all` produce is refused with NOT_ENOUGH_REPLICAS
+    /// while fewer replicas are in sync (a single-replica partition has one).
+    pub min_insync_replicas: i32,
     /// Kafka `compression.type`.
     pub compression: CompressionType,
     /// Kafka `message.timestamp.type`.
@@ -205,6 +208,7 @@ impl Default for LogSettings {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             max_message_bytes: limits::DEFAULT_MESSAGE_MAX_BYTES,
+            min_insync_replicas: 1,
             compression: CompressionType::Producer,
             timestamp_type: TimestampType::CreateTime,
             max_pending_bytes: limits::DEFAULT_MAX_PENDING_BYTES,
@@ -256,6 +260,38 @@ pub const PROFILES: [(&str, &str); 3] = [
 /// The text of a built-in profile.
 pub fn profile_text(name: &str) -> Option<&'static str> {
     PROFILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
+/// The cleaner settings of one shard: the broker's dedupe buffer split between `cores` shards.
+fn resolve_cleaner(file: &ConfigFile, cores: usize) -> Result<CleanerSettings, ConfigError> {
+    let defaults = CleanerSettings::default();
+    let total = file
+        .log_cleaner_dedupe_buffer_size
+        .unwrap_or(defaults.dedupe_buffer_bytes);
+    let io = file
+        .log_cleaner_io_max_bytes_per_second
+        .unwrap_or(defaults.io_max_bytes_per_second);
+    let backoff_ms = file.log_cleaner_backoff_ms.unwrap_or(defaults.backoff_ms);
+    check(
+        "log_cleaner_dedupe_buffer_size",
+        total >= 1024 * cores as u64,
+        "must be at least 1024 per shard",
+    )?;
+    check(
+        "log_cleaner_io_max_bytes_per_second",
+        io > 0.0,
+        "must be positive",
+    )?;
+    check(
+        "log_cleaner_backoff_ms",
+        backoff_ms >= 1,
+        "must be at least 1",
+    )?;
+    Ok(CleanerSettings {
+        dedupe_buffer_bytes: total / cores.max(1) as u64,
+        io_max_bytes_per_second: io,
+        backoff_ms,
+    })
 }
 
 /// The whole broker configuration, checked.
@@ -346,6 +382,12 @@ pub struct ConfigFile {
     pub max_connections: Option<usize>,
     pub queued_max_request_bytes: Option<usize>,
     pub fetch_max_bytes: Option<usize>,
+    /// Kafka `log.cleaner.dedupe.buffer.size` (whole broker; each shard gets its share).
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// Kafka `log.cleaner.io.max.bytes.per.second` (per shard).
+    pub log_cleaner_io_max_bytes_per_second: Option<f64>,
+    /// Kafka `log.cleaner.backoff.ms`.
+    pub log_cleaner_backoff_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -453,14 +495,20 @@ impl ConfigFile {
             producer_id_expiration_check_interval_ms,
             max_connections,
             queued_max_request_bytes,
-            fetch_max_bytes
+            fetch_max_bytes,
+            log_cleaner_dedupe_buffer_size,
+            log_cleaner_io_max_bytes_per_second,
+            log_cleaner_backoff_ms
         )
     }
 
     /// Checks every value and fills in defaults.
     pub fn resolve(self, available_cores: usize) -> Result<BrokerConfig, ConfigError> {
         let runtime = resolve_runtime(&self)?;
-        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+        let listen_text = self
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
         let listen = listen_text.parse().map_err(|e| ConfigError::Invalid {
             key: "listen",
             reason: format!("{listen_text:?} is not host:port ({e})"),
@@ -492,6 +540,7 @@ impl ConfigFile {
                 .group_commit_window_us
                 .map(Duration::from_micros)
                 .unwrap_or(defaults.group_commit_window),
+            cleaner: resolve_cleaner(&self, cores)?,
             ..defaults
         };
         check(

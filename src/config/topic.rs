@@ -83,7 +83,7 @@ fn broker_value(broker: &LogSettings, name: &str) -> String {
         "message.timestamp.type" => broker.timestamp_type.kafka_name().to_owned(),
         "min.cleanable.dirty.ratio" => broker.min_cleanable_dirty_ratio.to_string(),
         "min.compaction.lag.ms" => broker.min_compaction_lag_ms.to_string(),
-        "min.insync.replicas" => "1".to_owned(),
+        "min.insync.replicas" => broker.min_insync_replicas.to_string(),
         "retention.bytes" => broker.retention_bytes.to_string(),
         "retention.ms" => broker.retention_ms.to_string(),
         "segment.bytes" => broker.segment_bytes.to_string(),
@@ -250,13 +250,13 @@ fn apply(s: &mut LogSettings, name: &str, value: &str) -> Result<(), InvalidConf
             s.min_cleanable_dirty_ratio = v;
         }
         "min.compaction.lag.ms" => s.min_compaction_lag_ms = long(name, value, 0)?,
-        "min.insync.replicas" => {
-            int(name, value, 1)?;
-        }
+        "min.insync.replicas" => s.min_insync_replicas = int(name, value, 1)? as i32,
         "retention.bytes" => s.retention_bytes = long(name, value, -1)?,
         "retention.ms" => s.retention_ms = long(name, value, -1)?,
         "segment.bytes" => s.segment_bytes = int(name, value, 14)? as u64,
         "segment.ms" => s.segment_ms = long(name, value, 1)?,
+        // Checked and stored; it takes effect with replication (issue 9), where a leader may
+        // be elected from outside the ISR. A single-replica partition has no other candidate.
         "unclean.leader.election.enable" if !matches!(value.trim(), "true" | "false") => {
             return Err(invalid(
                 name,

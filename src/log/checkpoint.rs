@@ -19,6 +19,8 @@ const CLEAN_SHUTDOWN: &str = "clean-shutdown";
 /// Name of the log-start-offset checkpoint (Kafka keeps one per data dir; we keep one per
 /// partition, since a partition's directory is all its shard owns).
 const LOG_START: &str = "log-start-offset";
+/// Name of the cleaner checkpoint (Kafka's `cleaner-offset-checkpoint`, per partition here).
+const CLEANER: &str = "cleaner-offset-checkpoint";
 /// Identifies a clean-shutdown marker ("SLCS").
 const MARKER_MAGIC: u32 = 0x534c_4353;
 
@@ -115,14 +117,33 @@ pub fn take_clean_shutdown(dir: &Path) -> std::io::Result<Option<CleanShutdown>>
 
 /// Records that the log starts at `offset` (DeleteRecords, or retention inside a segment).
 pub fn write_log_start(dir: &Path, offset: i64) -> std::io::Result<()> {
-    let mut bytes = offset.to_be_bytes().to_vec();
-    bytes.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
-    write_atomically(&dir.join(LOG_START), &bytes)
+    write_offset(&dir.join(LOG_START), offset)
 }
 
 /// The recorded log start, if a valid checkpoint is there.
 pub fn read_log_start(dir: &Path) -> std::io::Result<Option<i64>> {
-    let bytes = match std::fs::read(dir.join(LOG_START)) {
+    read_offset(&dir.join(LOG_START))
+}
+
+/// Records the cleaner's progress: the first offset no compaction pass has mapped yet.
+pub fn write_cleaner_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
+    write_offset(&dir.join(CLEANER), offset)
+}
+
+/// The cleaner's recorded progress, if a valid checkpoint is there.
+pub fn read_cleaner_checkpoint(dir: &Path) -> std::io::Result<Option<i64>> {
+    read_offset(&dir.join(CLEANER))
+}
+
+/// An offset file: the offset and its CRC32C, big-endian.
+fn write_offset(path: &Path, offset: i64) -> std::io::Result<()> {
+    let mut bytes = offset.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&crc32c::crc32c(&offset.to_be_bytes()).to_be_bytes());
+    write_atomically(path, &bytes)
+}
+
+fn read_offset(path: &Path) -> std::io::Result<Option<i64>> {
+    let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -29,6 +29,7 @@
 
 mod appender;
 mod checkpoint;
+mod compaction;
 mod flusher;
 pub mod index;
 mod reader;
@@ -50,6 +51,7 @@ use crate::config::LogSettings;
 use crate::protocol::batch;
 use crate::runtime::{self, DmaFile};
 
+pub use compaction::{AbortedRange, CompactionInput, CompactionStats};
 use flusher::{Flusher, PendingWrite};
 use segment::Segment;
 use tail_cache::{CachedBatch, TailCache};
@@ -127,6 +129,8 @@ pub struct Log {
     settings_changed: RefCell<mpsc::Sender<()>>,
     /// Held while segments are deleted or swapped by the cleaner, so those never overlap.
     maintenance: futures::lock::Mutex<()>,
+    /// What the cleaner remembers between compaction passes.
+    cleaner: RefCell<compaction::CleanerState>,
     /// Makes the next interval fdatasync fail (fault injection).
     #[cfg(test)]
     sync_fault: std::cell::Cell<bool>,
@@ -167,6 +171,7 @@ impl Log {
             flusher_done: RefCell::new(Some(done_rx)),
             settings_changed: RefCell::new(changed_tx),
             maintenance: futures::lock::Mutex::new(()),
+            cleaner: RefCell::new(compaction::CleanerState::default()),
             #[cfg(test)]
             sync_fault: std::cell::Cell::new(false),
         });

@@ -95,7 +95,7 @@ pub(super) async fn recover(dir: &Path, settings: &LogSettings) -> Result<Recove
         let file = Rc::new(runtime::open_dma_rw(&path).await?);
         let file_size = file.file_size().await.map_err(std::io::Error::from)?;
         let trusted = inventory.indexes.remove(&base);
-        let seg = match (trusted, is_last) {
+        let mut seg = match (trusted, is_last) {
             (Some(index), false) => {
                 let next = bases[i + 1];
                 sealed_segment(base, file, file_size, next, index)
@@ -124,12 +124,16 @@ pub(super) async fn recover(dir: &Path, settings: &LogSettings) -> Result<Recove
             )));
         }
         // A sealed segment may end short of the next one's base: the cleaner removes records
-        // and keeps offsets, so the next segment still starts where it did.
+        // and keeps offsets, so the next segment still starts where it did. Its offsets run
+        // to that base (see `Segment::next_offset`), so reads step over the gap.
         next_offset = if is_last {
             seg.next_offset
         } else {
             bases[i + 1]
         };
+        if !is_last {
+            seg.next_offset = next_offset;
+        }
         segments.insert(base, seg);
     }
     let first_base = bases.first().copied().unwrap_or(0);

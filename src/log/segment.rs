@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use super::checkpoint::remove_if_present;
+use super::checkpoint::{self, remove_if_present};
 use super::index::SegmentIndex;
 use crate::runtime::DmaFile;
 
@@ -112,6 +112,59 @@ pub fn finish_interrupted_swaps(dir: &Path) -> std::io::Result<()> {
     }
     if changed {
         std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Where the cleaner writes the cleaned copy of a segment.
+pub fn cleaned_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{}.log{CLEANED_SUFFIX}", file_stem(base)))
+}
+
+fn swap_path(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{}.log{SWAP_SUFFIX}", file_stem(base)))
+}
+
+/// Swaps a cleaned copy in for segment `base` (blocking): the rename to `.swap` is the commit
+/// point; then the old index files go, the copy replaces the `.log`, and the new index files
+/// (`offsets`, `times`) are written. A crash anywhere after the commit point is finished by
+/// [`finish_interrupted_swaps`] at the next open; before it, the `.cleaned` copy is dropped.
+pub fn commit_swap(
+    dir: &Path,
+    base: i64,
+    cleaned: &Path,
+    offsets: &[u8],
+    times: &[u8],
+) -> std::io::Result<()> {
+    let swap = swap_path(dir, base);
+    std::fs::rename(cleaned, &swap)?;
+    checkpoint::sync_dir(dir)?;
+    remove_if_present(&index_path(dir, base))?;
+    remove_if_present(&time_index_path(dir, base))?;
+    #[cfg(test)]
+    if super::compaction::tests::crash_injected(dir) {
+        return Err(std::io::Error::other(
+            "injected crash after the swap commit",
+        ));
+    }
+    std::fs::rename(&swap, log_path(dir, base))?;
+    checkpoint::sync_dir(dir)?;
+    checkpoint::write_atomically(&index_path(dir, base), offsets)?;
+    checkpoint::write_atomically(&time_index_path(dir, base), times)
+}
+
+/// Appends `bytes` to a file (blocking), creating or emptying it first when `fresh`, and
+/// fsyncs it when `sync`.
+pub fn append_to_file(path: &Path, bytes: &[u8], sync: bool, fresh: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = if fresh {
+        std::fs::File::create(path)?
+    } else {
+        std::fs::OpenOptions::new().append(true).open(path)?
+    };
+    f.write_all(bytes)?;
+    if sync {
+        f.sync_all()?;
     }
     Ok(())
 }

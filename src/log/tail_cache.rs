@@ -58,6 +58,19 @@ impl TailCache {
         }
     }
 
+    /// Drops every batch that ends before `offset` (the cleaner rewrote the segments below
+    /// it, so the disk, not this copy, is what readers must see). Only written batches can
+    /// lie there: the cleaner touches sealed segments only.
+    pub fn drop_below(&mut self, offset: i64) {
+        while let Some(b) = self.batches.front() {
+            if b.last_offset >= offset {
+                break;
+            }
+            self.bytes -= b.bytes.len();
+            self.batches.pop_front();
+        }
+    }
+
     /// Whether a read from `offset` can be answered from memory.
     pub fn covers(&self, offset: i64) -> bool {
         self.batches

@@ -24,8 +24,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::LogSettings;
-use crate::log::{Log, LogError, LogOffsets};
+use crate::log::{AbortedRange, CompactionInput, CompactionStats, Log, LogError, LogOffsets};
 use crate::protocol::batch::{self, ControlType};
+use crate::protocol::rewrite;
 use crate::runtime;
 
 pub use crate::log::Appended;
@@ -74,6 +75,8 @@ pub struct Partition {
     log: Rc<Log>,
     /// The topic's `max.message.bytes` (changes with its configs).
     message_max_bytes: std::cell::Cell<usize>,
+    /// The topic's `min.insync.replicas` (changes with its configs).
+    min_insync_replicas: Cell<i32>,
     txn: RefCell<TxnState>,
 }
 
@@ -126,6 +129,7 @@ impl Partition {
         settings: LogSettings,
         message_max_bytes: usize,
     ) -> Result<Rc<Partition>, LogError> {
+        let min_insync = settings.min_insync_replicas;
         let log = Log::open(dir, settings).await?;
         let txn = recover_producer_state(&log, dir).await?;
         Ok(Rc::new(Partition {
@@ -134,6 +138,7 @@ impl Partition {
             leader_epoch: Cell::new(leader_epoch),
             log,
             message_max_bytes: std::cell::Cell::new(message_max_bytes),
+            min_insync_replicas: Cell::new(min_insync),
             txn: RefCell::new(txn),
         }))
     }
@@ -157,6 +162,29 @@ impl Partition {
         let hw = self.log.offsets().high_watermark;
         let unstable = self.txn.borrow().producers.first_unstable_offset();
         unstable.map_or(hw, |first| first.min(hw))
+    }
+
+    /// Replicas in sync with this leader: itself only, until replication exists.
+    pub fn in_sync_replicas(&self) -> i32 {
+        1
+    }
+
+    /// Kafka's check before an `acks=all` append: refused with NOT_ENOUGH_REPLICAS (nothing
+    /// appended) while fewer replicas than `min.insync.replicas` are in sync. `acks` 0 and 1
+    /// do not wait for other replicas and are never refused for it.
+    pub fn check_in_sync(&self, acks: i16) -> Result<(), KafkaError> {
+        let (isr, min) = (self.in_sync_replicas(), self.min_insync_replicas.get());
+        if acks != -1 || isr >= min {
+            return Ok(());
+        }
+        Err(KafkaError::new(
+            KafkaCode::NotEnoughReplicas,
+            format!(
+                "The size of the current ISR {isr} is insufficient to satisfy the min.isr \
+                 requirement of {min} for partition {}",
+                self.tp
+            ),
+        ))
     }
 
     /// Validates the one batch of a produce and appends it, unless it is a retry of a batch
@@ -196,7 +224,7 @@ impl Partition {
                 duplicate: true,
             });
         }
-        let bytes = BytesMut::from(&records[start..start + len]);
+        let bytes = self.in_topic_codec(&header, &records[start..start + len])?;
         let appended = self
             .log
             .append(bytes, self.leader_epoch.get())
@@ -246,6 +274,30 @@ impl Partition {
         }
         self.snapshot_on_roll();
         Ok(appended)
+    }
+
+    /// The batch as the topic stores it: recompressed when the topic's `compression.type` is
+    /// a codec other than the batch's (offsets, sequences and timestamps kept, the CRC
+    /// computed again), as sent otherwise (`producer`, or the codec already matches).
+    fn in_topic_codec(
+        &self,
+        header: &batch::BatchHeader,
+        raw: &[u8],
+    ) -> Result<BytesMut, KafkaError> {
+        let wanted = self.log.settings().compression.codec();
+        let Some(codec) = wanted.filter(|c| *c != header.compression() && !header.is_control())
+        else {
+            return Ok(BytesMut::from(raw));
+        };
+        let bad =
+            |e: rewrite::RecordsError| KafkaError::new(KafkaCode::CorruptMessage, e.to_string());
+        let decoded = rewrite::DecodedBatch::decode(raw).map_err(bad)?;
+        let how = rewrite::Rebuild {
+            codec,
+            delete_horizon: None,
+        };
+        let rebuilt = rewrite::rebuild(&decoded.header, &decoded.records, how).map_err(bad)?;
+        Ok(BytesMut::from(&rebuilt[..]))
     }
 
     fn record_abort(&self, txn: AbortedTxn) {
@@ -440,12 +492,37 @@ impl Partition {
     /// Applies a topic's changed configs to this partition's log.
     pub fn update_settings(&self, settings: LogSettings) {
         self.message_max_bytes.set(settings.max_message_bytes);
+        self.min_insync_replicas.set(settings.min_insync_replicas);
         self.log.update_settings(settings);
     }
 
     /// One housekeeping pass (segment.ms rolls, retention); segments deleted.
     pub async fn housekeep(&self, now_ms: i64) -> Result<usize, KafkaError> {
         self.log.housekeep(now_ms).await.map_err(storage_error)
+    }
+
+    /// One compaction pass of this partition's log (nothing unless its `cleanup.policy`
+    /// compacts and a pass is due). Only what lies below the last stable offset is touched,
+    /// and the data of aborted transactions goes.
+    pub async fn compact(&self, now_ms: i64) -> Result<Option<CompactionStats>, KafkaError> {
+        let stable_end = self.last_stable_offset();
+        let aborted: Vec<AbortedRange> = self
+            .txn
+            .borrow()
+            .aborted
+            .iter()
+            .map(|t| AbortedRange {
+                producer_id: t.producer_id,
+                first_offset: t.first_offset,
+                last_offset: t.last_offset,
+            })
+            .collect();
+        let input = CompactionInput {
+            now_ms,
+            stable_end,
+            aborted: &aborted,
+        };
+        self.log.compact(input).await.map_err(storage_error)
     }
 
     /// DeleteRecords: moves the log start to `offset` (-1: the high watermark); returns the

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod codec;
 pub mod frame;
 pub mod refusal;
+pub mod rewrite;
 pub mod versions;
 
 pub use kafka_protocol::messages;

@@ -235,6 +235,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     shard.start_housekeeping(Duration::from_millis(
         config.retention_check_interval_ms as u64,
     ));
+    shard.start_cleaner(Duration::from_millis(config.log.cleaner.backoff_ms as u64));
     runtime::detach(expire_producers(
         Rc::downgrade(&shard),
         config.producer_id_expiration_ms,

@@ -2,6 +2,10 @@
 //! the shard's partitions one pass (roll an active segment older than `segment.ms`, delete
 //! segments past retention), one partition at a time so the disk work of a pass stays
 //! small next to produce traffic. It stops when the shard is dropped.
+//!
+//! The cleaner loop is its twin for compaction: every `log.cleaner.backoff.ms` it offers each
+//! partition a compaction pass (the log decides whether one is due), one at a time, so a
+//! shard's cleaner I/O never exceeds one log's throttled rate.
 
 use std::rc::{Rc, Weak};
 use std::time::Duration;
@@ -29,6 +33,36 @@ impl Shard {
             runtime::yield_now().await;
         }
         deleted
+    }
+}
+
+impl Shard {
+    /// Starts this shard's cleaner loop, one round every `backoff`.
+    pub fn start_cleaner(self: &Rc<Self>, backoff: Duration) {
+        runtime::detach(run_cleaner(Rc::downgrade(self), backoff));
+    }
+
+    /// One cleaner round over every partition of this shard; logs compacted.
+    pub async fn compact_all(&self) -> usize {
+        let partitions: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        let mut compacted = 0;
+        for p in partitions {
+            match p.compact(SystemClock.now_ms()).await {
+                Ok(Some(_)) => compacted += 1,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition = %p.tp, error = %e, "compaction failed"),
+            }
+            runtime::yield_now().await;
+        }
+        compacted
+    }
+}
+
+async fn run_cleaner(shard: Weak<Shard>, backoff: Duration) {
+    loop {
+        runtime::timeout(backoff, futures::future::pending::<()>()).await;
+        let Some(shard) = shard.upgrade() else { return };
+        shard.compact_all().await;
     }
 }
 

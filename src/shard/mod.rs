@@ -232,7 +232,8 @@ impl Shard {
                 continue;
             };
             let appended = p
-                .append(&part.records, part.origin, now)
+                .check_in_sync(acks)
+                .and_then(|()| p.append(&part.records, part.origin, now))
                 .map(|a| a.appended);
             if appended.is_ok() {
                 metrics::local().on_partition(&part.tp, p.topic_id, |c| {

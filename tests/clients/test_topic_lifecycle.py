@@ -3,6 +3,7 @@ IncrementalAlterConfigs (sources, synonyms, INVALID_CONFIG), retention deleting 
 (by time and by size) with OFFSET_OUT_OF_RANGE below the new log start, DeleteRecords, and
 CreatePartitions used by producers."""
 
+import struct
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewPartitions)
 
 from support import (TIMEOUT, ck_admin, ck_conf, ck_consume_all, ck_create_topic, ck_kafka_error, ck_produce,
-                     ck_topics, ck_watermarks, new_tag, wait_for, wait_topic_ready)
+                     ck_topics, ck_watermarks, new_tag, verify_read_back, wait_for, wait_topic_ready)
 
 # Housekeeping runs every 200 ms in these brokers, so retention acts within the test's waits.
 HOUSEKEEPING = {"retention_check_interval_ms": 200}
@@ -264,3 +265,70 @@ def test_produce_response_carries_the_log_append_time(broker):
     err, (kind, ts) = by_topic["created-ack"]
     assert err is None
     assert (kind, ts) == (confluent_kafka.TIMESTAMP_CREATE_TIME, old)
+
+# --------------------------------------------------------------------------- min.insync.replicas
+
+def produce_one(bootstrap, topic, acks):
+    """One record with `acks` and no retries; returns the delivery error (None on success)."""
+    p = Producer(ck_conf(bootstrap, **{"acks": acks, "retries": 0, "linger.ms": 0,
+                                       "enable.idempotence": False, "message.timeout.ms": 20000}))
+    result = []
+    p.produce(topic, key=b"k", value=b"v", partition=0, on_delivery=lambda err, msg: result.append(err))
+    assert p.flush(30) == 0
+    return result[0]
+
+
+def test_min_insync_replicas_above_the_isr_refuses_acks_all_only(broker):
+    """Issue 14 item 7: a single-replica partition has an ISR of one, so acks=all with
+    min.insync.replicas=2 is NOT_ENOUGH_REPLICAS (nothing appended), as Kafka answers when the
+    ISR is smaller; acks=1 and acks=0 are unaffected."""
+    a = ck_admin(broker.bootstrap)
+    ck_create_topic(broker.bootstrap, "misr", partitions=1, config={"min.insync.replicas": "2"})
+    assert describe_topic(a, "misr")["min.insync.replicas"].value == "2"
+
+    err = produce_one(broker.bootstrap, "misr", "all")
+    assert err is not None and err.code() == KafkaError.NOT_ENOUGH_REPLICAS, err
+    assert ck_watermarks(broker.bootstrap, "misr", 1)[0] == (0, 0), "a refused produce appends nothing"
+    assert produce_one(broker.bootstrap, "misr", "1") is None
+    assert produce_one(broker.bootstrap, "misr", "0") is None
+    wait_for(lambda: ck_watermarks(broker.bootstrap, "misr", 1)[0] == (0, 2), what="acks=1 and acks=0 records")
+
+    incremental(a, "misr", ("min.insync.replicas", "1", AlterConfigOpType.SET))
+    wait_for(lambda: produce_one(broker.bootstrap, "misr", "all") is None, what="acks=all accepted again")
+
+
+# --------------------------------------------------------------------------- recompression
+
+CODECS = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
+
+
+def stored_codecs(broker, topic, partition=0):
+    """The codec of every batch in the partition's segment files, read off the disk: each batch
+    is baseOffset i64, batchLength i32, ..., attributes i16 at byte 21."""
+    codecs = []
+    for path in sorted((broker.data_dir / f"{topic}-{partition}").glob("*.log")):
+        data = path.read_bytes()
+        pos = 0
+        while pos + 23 <= len(data):
+            (length,) = struct.unpack_from(">i", data, pos + 8)
+            if length <= 0:
+                break
+            (attributes,) = struct.unpack_from(">h", data, pos + 21)
+            codecs.append(CODECS[attributes & 7])
+            pos += 12 + length
+    return codecs
+
+
+@pytest.mark.parametrize("topic_codec,producer_codec", [("zstd", "gzip"), ("uncompressed", "lz4")])
+def test_topic_compression_type_recompresses_stored_batches(broker, topic_codec, producer_codec):
+    """A topic whose compression.type is a codec stores every batch in it, whatever the
+    producer used; consumers read every record, offsets, keys, values and headers intact."""
+    topic = f"recompress-{topic_codec}"
+    ck_create_topic(broker.bootstrap, topic, partitions=1, config={"compression.type": topic_codec})
+    tag = new_tag()
+    delivery = ck_produce(broker.bootstrap, topic, 500, tag, codec=producer_codec, **{"batch.size": 8192})
+    want = "none" if topic_codec == "uncompressed" else topic_codec
+    codecs = wait_for(lambda: stored_codecs(broker, topic), what="batches on disk")
+    assert len(codecs) > 1 and set(codecs) == {want}, codecs
+    recs, _ = ck_consume_all(broker.bootstrap, topic, 1)
+    verify_read_back(recs, tag, 500, 1, delivery=delivery)
