@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use sluice::client::batch::BatchBuilder;
-use sluice::client::decode::parse_records;
+use sluice::client::decode::{parse_records, AbortedFilter};
 use sluice::client::Compression;
 use sluice::log::index::SegmentIndex;
 use sluice::protocol::batch::{assign_offsets, build_batch, validate, SimpleRecord};
@@ -102,7 +102,17 @@ fn client_batch(c: &mut Criterion) {
     let fetched = Bytes::from(batch_of(1024, 1024));
     let topic: Rc<str> = Rc::from("t");
     g.bench_function("parse_fetched/1024x1KiB", |b| {
-        b.iter(|| parse_records(&topic, 0, black_box(&fetched), 0, true).map(|p| p.records.len()))
+        b.iter(|| {
+            parse_records(
+                &topic,
+                0,
+                black_box(&fetched),
+                0,
+                true,
+                &mut AbortedFilter::default(),
+            )
+            .map(|p| p.records.len())
+        })
     });
     g.finish();
 }

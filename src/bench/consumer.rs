@@ -40,6 +40,9 @@ fn consumer_config(plan: &Plan) -> Result<ConsumerConfig, ClientError> {
         fetch_max_wait: Duration::from_millis(w.fetch_max_wait_ms),
         max_partition_fetch_bytes: w.max_partition_fetch_bytes,
         max_poll_records: MAX_POLL_RECORDS,
+        // Transactional runs measure what a read_committed reader sees: records arrive
+        // only once their transaction commits.
+        isolation_level: i8::from(w.transaction_records > 0),
         ..ConsumerConfig::default()
     };
     c.client.client_id = "sluice-bench".into();

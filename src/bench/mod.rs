@@ -259,11 +259,13 @@ fn build_report(
     let mut counts = Counts::default();
     let mut produce = LatencyHistogram::new();
     let mut end_to_end = LatencyHistogram::new();
+    let mut txn_commit = LatencyHistogram::new();
     let mut error_samples = Vec::new();
     for r in &results {
         counts.add(&r.counts);
         produce.merge(&r.produce);
         end_to_end.merge(&r.end_to_end);
+        txn_commit.merge(&r.txn_commit);
         error_samples.extend(r.error_samples.iter().cloned());
     }
     error_samples.truncate(plan::ERROR_SAMPLES);
@@ -286,6 +288,7 @@ fn build_report(
         latency: Latencies {
             produce: (w.total_producers() > 0).then(|| produce.summary()),
             end_to_end: (w.mode == Mode::E2e).then(|| end_to_end.summary()),
+            txn_commit: (w.transaction_records > 0).then(|| txn_commit.summary()),
         },
         cpu: CpuUse {
             harness_s: timing.harness_cpu_s,

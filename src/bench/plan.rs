@@ -188,6 +188,7 @@ pub struct ThreadResult {
     pub counts: Counts,
     pub produce: LatencyHistogram,
     pub end_to_end: LatencyHistogram,
+    pub txn_commit: LatencyHistogram,
     pub error_samples: Vec<String>,
 }
 
@@ -201,6 +202,8 @@ pub struct ThreadStats {
     pub interval: Cell<Counts>,
     pub produce: RefCell<LatencyHistogram>,
     pub end_to_end: RefCell<LatencyHistogram>,
+    /// Transaction commits in the measured phase.
+    pub txn_commit: RefCell<LatencyHistogram>,
     pub interval_produce: RefCell<LatencyHistogram>,
     pub interval_end_to_end: RefCell<LatencyHistogram>,
     pub error_samples: RefCell<Vec<String>>,
@@ -242,6 +245,7 @@ impl ThreadStats {
             counts: self.window.get(),
             produce: self.produce.take(),
             end_to_end: self.end_to_end.take(),
+            txn_commit: self.txn_commit.take(),
             error_samples: self.error_samples.take(),
         }
     }

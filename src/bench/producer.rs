@@ -29,8 +29,8 @@ const SENDS_PER_YIELD: u64 = 256;
 /// slice go out together instead. Their latency still counts from their due time.
 const MIN_PACING_SLEEP: Duration = Duration::from_micros(200);
 
-/// The producer settings a workload asks for.
-pub fn producer_config(plan: &Plan) -> Result<ProducerConfig, ClientError> {
+/// The producer settings a workload asks for (producer `index` of the run).
+pub fn producer_config(plan: &Plan, index: usize) -> Result<ProducerConfig, ClientError> {
     let w = &plan.workload;
     let mut c = ProducerConfig {
         client: crate::client::ClientConfig::with_bootstrap(&plan.bootstrap)?,
@@ -47,6 +47,13 @@ pub fn producer_config(plan: &Plan) -> Result<ProducerConfig, ClientError> {
     if w.idempotence {
         c.set("enable.idempotence", "true")?;
     }
+    if w.transaction_records > 0 {
+        // The run's topic is new, so the id is too: no earlier producer to fence.
+        c.set(
+            "transactional.id",
+            &format!("sluice-bench-{}-{index}", plan.topic),
+        )?;
+    }
     Ok(c)
 }
 
@@ -62,7 +69,7 @@ async fn tracked(
 /// Runs producer `index` of the plan to the end of the measured phase (or its share of the
 /// records), then flushes and waits for every delivery report.
 pub async fn run(plan: Arc<Plan>, stats: Rc<ThreadStats>, index: usize) {
-    let producer = match connect(&plan).await {
+    let producer = match connect(&plan, index).await {
         Ok(p) => p,
         Err(e) => {
             stats.error(true, format!("producer {index}: {e}"));
@@ -78,8 +85,8 @@ pub async fn run(plan: Arc<Plan>, stats: Rc<ThreadStats>, index: usize) {
     plan.producers_done.fetch_add(1, Ordering::SeqCst);
 }
 
-async fn connect(plan: &Plan) -> Result<Producer, ClientError> {
-    let config = producer_config(plan)?;
+async fn connect(plan: &Plan, index: usize) -> Result<Producer, ClientError> {
+    let config = producer_config(plan, index)?;
     let client = Client::connect(config.client.clone()).await?;
     client.retry(|| client.topic(&plan.topic)).await?;
     let producer = Producer::new(client, config);
@@ -112,6 +119,7 @@ async fn produce(plan: &Plan, stats: &ThreadStats, producer: &Producer, index: u
     let mut measured_sends = 0u64;
     let mut in_flight = FuturesUnordered::new();
     let mut sends = 0u64;
+    let mut txn = Txn::start(plan, stats, producer);
     loop {
         while let Some(Some(done)) = in_flight.next().now_or_never() {
             on_delivery(plan, stats, done);
@@ -146,6 +154,9 @@ async fn produce(plan: &Plan, stats: &ThreadStats, producer: &Producer, index: u
             Ok(delivery) => in_flight.push(tracked(delivery, intended, bytes)),
             Err(e) => stats.error(plan.in_window(plan.elapsed()), format!("send: {e}")),
         }
+        if let Some(t) = txn.as_mut() {
+            t.on_send(plan, stats, producer).await;
+        }
         if intended >= plan.warmup() {
             measured_sends += 1;
         }
@@ -154,9 +165,68 @@ async fn produce(plan: &Plan, stats: &ThreadStats, producer: &Producer, index: u
             runtime::yield_now().await;
         }
     }
+    if let Some(t) = txn {
+        t.finish(plan, stats, producer).await;
+    }
     producer.flush().await;
     while let Some(done) = in_flight.next().await {
         on_delivery(plan, stats, done);
+    }
+}
+
+/// A transactional producer's place in its transactions: one is always open while records
+/// are sent, committed every `transaction_records` records.
+struct Txn {
+    per_txn: u64,
+    sent: u64,
+}
+
+impl Txn {
+    /// Opens the first transaction, for a transactional workload.
+    fn start(plan: &Plan, stats: &ThreadStats, producer: &Producer) -> Option<Self> {
+        let per_txn = plan.workload.transaction_records;
+        if per_txn == 0 {
+            return None;
+        }
+        if let Err(e) = producer.begin_transaction() {
+            stats.error(false, format!("begin transaction: {e}"));
+        }
+        Some(Self { per_txn, sent: 0 })
+    }
+
+    /// Counts a record sent; commits (timed) and opens the next transaction when full.
+    async fn on_send(&mut self, plan: &Plan, stats: &ThreadStats, producer: &Producer) {
+        self.sent += 1;
+        if self.sent < self.per_txn {
+            return;
+        }
+        self.sent = 0;
+        let started = plan.elapsed();
+        let committed = producer.commit_transaction().await;
+        let now = plan.elapsed();
+        match committed {
+            Ok(()) if plan.in_window(started) => stats
+                .txn_commit
+                .borrow_mut()
+                .record_duration(now.saturating_sub(started)),
+            Ok(()) => {}
+            Err(e) => {
+                stats.error(plan.in_window(now), format!("commit: {e}"));
+                if let Err(e) = producer.abort_transaction().await {
+                    stats.error(plan.in_window(now), format!("abort: {e}"));
+                }
+            }
+        }
+        if let Err(e) = producer.begin_transaction() {
+            stats.error(plan.in_window(now), format!("begin transaction: {e}"));
+        }
+    }
+
+    /// Commits the last, partial transaction (not timed).
+    async fn finish(self, plan: &Plan, stats: &ThreadStats, producer: &Producer) {
+        if let Err(e) = producer.commit_transaction().await {
+            stats.error(plan.in_window(plan.elapsed()), format!("commit: {e}"));
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub struct Latencies {
     pub produce: Option<LatencySummary>,
     /// From the record's intended send (create) time to its consumption.
     pub end_to_end: Option<LatencySummary>,
+    /// Transactional runs: from `commit_transaction` (which first delivers the transaction's
+    /// records) to the coordinator's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_commit: Option<LatencySummary>,
 }
 
 /// CPU seconds spent in the measured phase (user + system).
@@ -229,6 +233,7 @@ mod tests {
             latency: Latencies {
                 produce: Some(h.summary()),
                 end_to_end: None,
+                txn_commit: None,
             },
             cpu: CpuUse {
                 harness_s: 1.5,

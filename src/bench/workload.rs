@@ -116,6 +116,9 @@ pub struct Workload {
     /// none, gzip, snappy, lz4 or zstd.
     pub compression: String,
     pub idempotence: bool,
+    /// Records per transaction: each producer is transactional and commits every this many
+    /// records (0: no transactions).
+    pub transaction_records: u64,
     pub max_in_flight: usize,
     pub buffer_memory: usize,
     pub fetch_max_wait_ms: u64,
@@ -150,6 +153,7 @@ impl Default for Workload {
             batch_size: 1 << 20,
             compression: "none".into(),
             idempotence: false,
+            transaction_records: 0,
             max_in_flight: 5,
             buffer_memory: 64 << 20,
             fetch_max_wait_ms: 100,

@@ -137,6 +137,9 @@ pub struct RunArgs {
     pub compression: Option<String>,
     #[arg(long)]
     pub idempotence: bool,
+    /// Transactional producers committing every N records; reports commit latency
+    #[arg(long, value_name = "N")]
+    pub transaction_records: Option<u64>,
     /// Harness threads, one pinned executor per core (default: one per core)
     #[arg(long)]
     pub threads: Option<usize>,
@@ -184,6 +187,9 @@ impl RunArgs {
             w.rate_mb_per_s = mb;
         }
         w.idempotence |= self.idempotence;
+        if let Some(n) = self.transaction_records {
+            w.transaction_records = n;
+        }
         w.validate()?;
         Ok(w)
     }
@@ -259,6 +265,7 @@ pub fn summary(r: &Report) -> String {
     let kinds = [
         ("produce", &r.latency.produce),
         ("end-to-end", &r.latency.end_to_end),
+        ("transaction commit", &r.latency.txn_commit),
     ];
     for (name, s) in kinds {
         if let Some(s) = s {

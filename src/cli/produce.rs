@@ -181,8 +181,14 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             if partitions == 1 { "" } else { "s" }
         );
     }
+    // With -X transactional.id, the whole input is one transaction: committed only if every
+    // line was written.
+    let transactional = config.transactional_id.is_some();
     let producer = Producer::new(client, config);
     producer.init().await?;
+    if transactional {
+        producer.begin_transaction()?;
+    }
     let mut lines = spawn_stdin_reader();
     // Reports are taken in input order: (line number, its delivery).
     let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
@@ -213,6 +219,14 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     producer.flush().await;
     for (n, delivery) in pending {
         tally.report(n, delivery.await, args.print_offsets);
+    }
+    if transactional {
+        if tally.failed == 0 {
+            producer.commit_transaction().await?;
+        } else {
+            producer.abort_transaction().await?;
+            eprintln!("The transaction was aborted: none of its records will be read_committed.");
+        }
     }
     producer.close().await;
     if tally.failed > 0 {

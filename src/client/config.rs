@@ -189,6 +189,11 @@ pub struct ProducerConfig {
     /// a retried batch once. Implies acks=all and at most 5 requests in flight. Off by
     /// default here (Kafka's Java client turns it on): `Producer::init` must run first.
     pub idempotence: bool,
+    /// `transactional.id`: makes the producer transactional (and idempotent).
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms`: how long the coordinator lets a transaction stay open before
+    /// it aborts it (Kafka's default, 60 s).
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -206,6 +211,8 @@ impl Default for ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             max_block: Duration::from_secs(60),
             idempotence: false,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -235,6 +242,10 @@ impl ProducerConfig {
             "buffer.memory" => self.buffer_memory = positive(key, value)?,
             "max.block.ms" => self.max_block = millis(key, value)?,
             "enable.idempotence" => self.idempotence = boolean(key, value)?,
+            "transactional.id" => {
+                self.transactional_id = Some(value.to_owned()).filter(|v| !v.is_empty())
+            }
+            "transaction.timeout.ms" => self.transaction_timeout = millis(key, value)?,
             _ => return Err(unknown("producer", key)),
         }
         Ok(())
@@ -290,8 +301,8 @@ pub struct ConsumerConfig {
     /// `check.crcs`
     pub check_crcs: bool,
     /// `isolation.level`: 0 read_uncommitted, 1 read_committed. With read_committed the
-    /// broker stops fetches at the last stable offset; records of aborted transactions are
-    /// not filtered out yet (there is no transactional producer yet to write them).
+    /// broker stops fetches at the last stable offset and the consumer drops the records of
+    /// aborted transactions.
     pub isolation_level: i8,
 }
 

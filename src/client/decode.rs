@@ -1,7 +1,9 @@
 //! Reading the records of one partition out of a fetch answer. Whole batches are checked
 //! (length, magic, CRC32C when `check.crcs`), compressed ones are decompressed with the
 //! `kafka-protocol` crate's codecs, control batches are skipped, and a batch cut off at the
-//! end of the answer is left for the next fetch. Keys, values and header values are `Bytes`
+//! end of the answer is left for the next fetch. Under read_committed, the batches of aborted
+//! transactions are dropped using the answer's aborted-transactions list, as Kafka's
+//! consumer does (see [`AbortedFilter`]). Keys, values and header values are `Bytes`
 //! slices of the fetched (or decompressed) buffer: no record bytes are copied.
 
 use std::rc::Rc;
@@ -53,13 +55,60 @@ pub struct Parsed {
     pub next_offset: Option<i64>,
 }
 
-/// Parses every whole batch in `bytes`. `Err` names the first corrupt batch.
+/// Drops the data batches of aborted transactions. The fetch answer lists each aborted
+/// transaction in range as (producer id, first offset); a producer's batches are skipped
+/// from its first offset until its ABORT marker.
+#[derive(Debug, Default)]
+pub struct AbortedFilter {
+    /// Aborted transactions not yet reached, latest first offset first (popped from the end).
+    pending: Vec<(i64, i64)>,
+    /// Producers inside an aborted transaction at the current batch.
+    open: std::collections::HashSet<i64>,
+}
+
+impl AbortedFilter {
+    /// From the answer's `(producer_id, first_offset)` list (empty under read_uncommitted).
+    pub fn new(mut aborted: Vec<(i64, i64)>) -> Self {
+        aborted.sort_unstable_by_key(|&(_, first)| std::cmp::Reverse(first));
+        Self {
+            pending: aborted,
+            open: Default::default(),
+        }
+    }
+
+    /// Whether the batch with header `h` (and bytes `batch`) is aborted data to skip; keeps
+    /// track of which producers' aborted transactions are open.
+    fn skips(&mut self, h: &wire::BatchHeader, batch: &[u8]) -> bool {
+        while let Some(&(pid, first)) = self.pending.last() {
+            if first > h.last_offset() {
+                break;
+            }
+            self.open.insert(pid);
+            self.pending.pop();
+        }
+        let pid = h.producer_id.get();
+        if h.is_control() {
+            if matches!(
+                wire::read_marker(batch),
+                Some((wire::ControlType::Abort, _))
+            ) {
+                self.open.remove(&pid);
+            }
+            return false;
+        }
+        h.is_transactional() && self.open.contains(&pid)
+    }
+}
+
+/// Parses every whole batch in `bytes`, leaving out those `aborted` drops. `Err` names the
+/// first corrupt batch.
 pub fn parse_records(
     topic: &Rc<str>,
     partition: i32,
     bytes: &Bytes,
     from: i64,
     check_crcs: bool,
+    aborted: &mut AbortedFilter,
 ) -> Result<Parsed, String> {
     let mut out = Parsed::default();
     let mut pos = 0;
@@ -83,7 +132,8 @@ pub fn parse_records(
                 .map_err(|e| format!("batch at offset {}: {e}", h.base_offset.get()))?;
         }
         let last = h.last_offset();
-        if last >= from && !h.is_control() {
+        let skipped = aborted.skips(h, &rest[..total]);
+        if last >= from && !h.is_control() && !skipped {
             let batch = bytes.slice(pos..pos + total);
             read_batch(topic, partition, &batch, from, &mut out.records)?;
         }
@@ -267,6 +317,58 @@ mod tests {
         Rc::from("t")
     }
 
+    /// A transactional batch of `n` records from producer `pid`, at `base`.
+    fn txn_batch(pid: i64, base: i64, n: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::default();
+        for i in 0..n {
+            b.push(100, None, Some(format!("p{pid}-{i}").as_bytes()), &[]);
+        }
+        let stamp = crate::client::batch::ProducerStamp {
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+        };
+        let mut bytes = b.build(Compression::None, Some(stamp)).unwrap().to_vec();
+        crate::protocol::batch::assign_offsets(&mut bytes, base, 0);
+        bytes
+    }
+
+    fn marker(pid: i64, at: i64, kind: crate::protocol::batch::ControlType) -> Vec<u8> {
+        let mut bytes = crate::protocol::batch::build_marker(pid, 0, 0, kind, 100);
+        crate::protocol::batch::assign_offsets(&mut bytes, at, 0);
+        bytes
+    }
+
+    #[test]
+    fn read_committed_drops_aborted_transactions_and_keeps_the_rest() {
+        use crate::protocol::batch::ControlType::{Abort, Commit};
+        // Producer 7 aborts [0, 2) then commits [3, 5); producer 8, interleaved, commits
+        // [2, 3) — its records stay though they sit inside 7's aborted range.
+        let log: Vec<u8> = [
+            txn_batch(7, 0, 1),
+            txn_batch(7, 1, 1),
+            txn_batch(8, 2, 1),
+            marker(7, 3, Abort),
+            txn_batch(7, 4, 2),
+            marker(7, 6, Commit),
+            marker(8, 7, Commit),
+        ]
+        .concat();
+        let bytes = Bytes::from(log);
+        let values = |aborted: Vec<(i64, i64)>| {
+            let mut filter = AbortedFilter::new(aborted);
+            let p = parse_records(&topic(), 0, &bytes, 0, true, &mut filter).unwrap();
+            assert_eq!(p.next_offset, Some(8));
+            p.records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(vec![(7, 0)]), ["p8-0", "p7-0", "p7-1"]);
+        assert_eq!(values(vec![]), ["p7-0", "p7-0", "p8-0", "p7-0", "p7-1"]);
+    }
+
     #[test]
     fn every_codec_decodes_with_offsets_timestamps_and_duplicate_headers() {
         for codec in [
@@ -277,7 +379,8 @@ mod tests {
             Compression::Zstd,
         ] {
             let bytes = Bytes::from(batch(10, codec, 3));
-            let p = parse_records(&topic(), 0, &bytes, 0, true).unwrap();
+            let p =
+                parse_records(&topic(), 0, &bytes, 0, true, &mut AbortedFilter::default()).unwrap();
             assert_eq!(p.next_offset, Some(13), "{codec:?}");
             let offsets: Vec<i64> = p.records.iter().map(|r| r.offset).collect();
             assert_eq!(offsets, vec![10, 11, 12]);
@@ -296,7 +399,7 @@ mod tests {
         all.extend_from_slice(&second);
         all.extend_from_slice(&second[..second.len() - 3]); // torn third batch
         let bytes = Bytes::from(all);
-        let p = parse_records(&topic(), 0, &bytes, 2, true).unwrap();
+        let p = parse_records(&topic(), 0, &bytes, 2, true, &mut AbortedFilter::default()).unwrap();
         assert_eq!(
             p.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
             vec![2, 3, 4, 5]
@@ -307,7 +410,7 @@ mod tests {
     #[test]
     fn uncompressed_values_share_the_fetched_buffer() {
         let bytes = Bytes::from(batch(0, Compression::None, 1));
-        let p = parse_records(&topic(), 0, &bytes, 0, true).unwrap();
+        let p = parse_records(&topic(), 0, &bytes, 0, true, &mut AbortedFilter::default()).unwrap();
         let v = p.records[0].value.as_ref().unwrap();
         let inside = bytes.as_ptr_range();
         assert!(inside.contains(&v.as_ptr()), "value was copied");
@@ -318,8 +421,23 @@ mod tests {
         let mut b = batch(0, Compression::None, 2);
         let last = b.len() - 1;
         b[last] ^= 0xff;
-        assert!(parse_records(&topic(), 0, &Bytes::from(b.clone()), 0, true).is_err());
+        assert!(parse_records(
+            &topic(),
+            0,
+            &Bytes::from(b.clone()),
+            0,
+            true,
+            &mut AbortedFilter::default()
+        )
+        .is_err());
         // without the CRC check, a garbled record is still caught by the bounds checks or parsed
-        let _ = parse_records(&topic(), 0, &Bytes::from(b), 0, false);
+        let _ = parse_records(
+            &topic(),
+            0,
+            &Bytes::from(b),
+            0,
+            false,
+            &mut AbortedFilter::default(),
+        );
     }
 }

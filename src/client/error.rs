@@ -255,7 +255,47 @@ fn code_info(code: i16) -> (&'static str, &'static str, bool) {
             "not supported by the message format",
             false,
         ),
+        45 => (
+            "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            "the broker received a batch out of sequence",
+            false,
+        ),
+        46 => (
+            "DUPLICATE_SEQUENCE_NUMBER",
+            "the broker already has this batch",
+            false,
+        ),
+        47 => (
+            "INVALID_PRODUCER_EPOCH",
+            "the producer's epoch is stale",
+            false,
+        ),
+        48 => (
+            "INVALID_TXN_STATE",
+            "the transaction is not in a state for this request",
+            false,
+        ),
+        49 => (
+            "INVALID_PRODUCER_ID_MAPPING",
+            "the producer id does not match the transactional id",
+            false,
+        ),
+        50 => (
+            "INVALID_TRANSACTION_TIMEOUT",
+            "the transaction timeout is out of the broker's range",
+            false,
+        ),
+        51 => (
+            "CONCURRENT_TRANSACTIONS",
+            "the previous transaction of this id is still completing",
+            true,
+        ),
         56 => ("KAFKA_STORAGE_ERROR", "the broker had a disk error", true),
+        59 => (
+            "UNKNOWN_PRODUCER_ID",
+            "the broker no longer knows this producer",
+            false,
+        ),
         73 => (
             "TOPIC_DELETION_DISABLED",
             "topic deletion is disabled on the broker",
@@ -279,6 +319,11 @@ fn code_info(code: i16) -> (&'static str, &'static str, bool) {
         87 => (
             "INVALID_RECORD",
             "the broker refused a record as invalid",
+            false,
+        ),
+        90 => (
+            "PRODUCER_FENCED",
+            "a newer producer with the same transactional id took over",
             false,
         ),
         100 => ("UNKNOWN_TOPIC_ID", "the topic id does not exist", true),

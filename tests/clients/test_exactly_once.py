@@ -538,3 +538,45 @@ def test_idle_producer_ids_expire_after_producer_id_expiration_ms(broker_factory
     assert len(producer_rows()) == 1, "the idempotent producer is not listed"
     # The producer is idle from now on: the broker forgets it once it has been for three seconds.
     wait_for(lambda: producer_rows() == [], what="the idle producer id to expire")
+
+
+# ----------------------------------------------------------- sluice's own transactional producer
+
+def run_sluice(bootstrap, *args, input=None):
+    return subprocess.run([str(conftest.SLUICE_BIN), *args, "--bootstrap-server", bootstrap],
+                          input=input, capture_output=True, timeout=120)
+
+
+def test_sluice_produce_with_a_transactional_id_commits_all_or_aborts_all(broker):
+    """`sluice produce -X transactional.id=...` writes its whole input as one transaction: a
+    read_committed reader sees every line of a good input and none of an input with a bad line
+    (the lines before it are in the log, aborted)."""
+    ck_create_topic(broker.bootstrap, "cli-txn", partitions=PARTITIONS)
+    good = b"".join(b"good-%d\n" % i for i in range(50))
+    r = run_sluice(broker.bootstrap, "produce", "cli-txn", "-X", "transactional.id=cli-1", input=good)
+    assert r.returncode == 0, r.stderr
+    # A key separator is required with --key-separator; the line without one fails.
+    bad = b"k:bad-0\nk:bad-1\nno separator\n"
+    r = run_sluice(broker.bootstrap, "produce", "cli-txn", "--key-separator", ":", "-X",
+                   "transactional.id=cli-1", input=bad)
+    assert r.returncode != 0 and b"aborted" in r.stderr, r.stderr
+    committed = sorted(v for _, _, v in read_topic(broker.bootstrap, "cli-txn", PARTITIONS))
+    assert committed == sorted(b"good-%d" % i for i in range(50))
+    everything = [v for _, _, v in read_topic(broker.bootstrap, "cli-txn", PARTITIONS, "read_uncommitted")]
+    assert b"bad-0" in everything and b"bad-1" in everything
+
+
+def test_sluice_bench_transactional_run_reports_commit_latency(broker, tmp_path):
+    """`sluice bench --transaction-records N`: transactional producers, read_committed
+    consumers reading every record, and the commit latency in the report."""
+    r = run_sluice(broker.bootstrap, "bench", "e2e", "--partitions", "3", "--record-size", "256",
+                   "--rate", "2000", "--duration", "2", "--warmup", "0.5",
+                   "--transaction-records", "50", "-q", "-o", str(tmp_path / "report.json"))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["errors"] == 0, report["error_samples"]
+    commit = report["latency"]["txn_commit"]
+    # 2,000 records/s in transactions of 50 for 2 s: about 80 commits measured.
+    assert commit["count"] >= 40, commit
+    assert 0 < commit["p50_us"] <= commit["p99_us"] <= commit["max_us"]
+    assert report["consume"]["records"] >= report["produce"]["records"] * 0.9, report

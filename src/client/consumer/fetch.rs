@@ -15,7 +15,7 @@ use super::{Buffered, Consumer, Position, ResetTo};
 use crate::base::TopicPartition;
 use crate::client::cluster::{backoff, Client};
 use crate::client::config::{ConsumerConfig, OffsetReset};
-use crate::client::decode::parse_records;
+use crate::client::decode::{parse_records, AbortedFilter};
 use crate::client::error::ClientError;
 use crate::runtime;
 
@@ -156,11 +156,25 @@ impl Consumer {
             .get(&tp.topic)
             .cloned()
             .unwrap_or_else(|| tp.topic.as_str().into());
-        let parsed = parse_records(&topic, tp.partition, &bytes, offset, self.config.check_crcs)
-            .map_err(|reason| ClientError::CorruptRecords {
-                tp: tp.to_string(),
-                reason,
-            })?;
+        let mut aborted = AbortedFilter::new(
+            p.aborted_transactions
+                .unwrap_or_default()
+                .iter()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect(),
+        );
+        let parsed = parse_records(
+            &topic,
+            tp.partition,
+            &bytes,
+            offset,
+            self.config.check_crcs,
+            &mut aborted,
+        )
+        .map_err(|reason| ClientError::CorruptRecords {
+            tp: tp.to_string(),
+            reason,
+        })?;
         let Some(next_offset) = parsed.next_offset else {
             return Err(ClientError::CorruptRecords {
                 tp: tp.to_string(),

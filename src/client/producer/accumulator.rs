@@ -101,6 +101,8 @@ pub(crate) struct Accumulator {
     producer: Option<ProducerIdentity>,
     /// Each partition's next batch sequence (kept while its queue comes and goes).
     sequences: HashMap<TopicPartition, i32>,
+    /// Records whose delivery failed, ever: a transaction with a failed record cannot commit.
+    failed_records: u64,
 }
 
 /// The id and epoch the broker gave an idempotent or transactional producer.
@@ -125,6 +127,7 @@ impl Accumulator {
             rotation: 0,
             producer: None,
             sequences: HashMap::new(),
+            failed_records: 0,
         }
     }
 
@@ -136,6 +139,16 @@ impl Accumulator {
 
     pub(crate) fn producer(&self) -> Option<ProducerIdentity> {
         self.producer
+    }
+
+    /// Counts `n` records whose delivery failed.
+    pub(crate) fn note_failed(&mut self, n: usize) {
+        self.failed_records += n as u64;
+    }
+
+    /// Records whose delivery has failed since the producer started.
+    pub(crate) fn failed_records(&self) -> u64 {
+        self.failed_records
     }
 
     /// Bytes of records accepted and not yet reported.
@@ -260,6 +273,7 @@ impl Accumulator {
             }
             Err(e) => {
                 self.buffered = self.buffered.saturating_sub(reserved);
+                self.failed_records += open.records.len() as u64;
                 for r in open.records {
                     let _ = r.reply.send(Err(e.clone()));
                 }

@@ -3,10 +3,12 @@
 //! a future of its delivery report; a sender task sends batches as they fill or linger out,
 //! pipelined up to `max.in.flight` requests per broker, and retries retriable failures in
 //! order (see [`accumulator`]). `flush` waits for every record sent so far; `close` flushes
-//! and stops the sender.
+//! and stops the sender. With `transactional.id` set, records go out in transactions
+//! (`begin_transaction` .. `commit_transaction` / `abort_transaction`, see [`txn`]).
 
 mod accumulator;
 mod sender;
+mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -21,6 +23,7 @@ use futures::channel::oneshot;
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 
 use self::accumulator::{Accumulator, Limits, ProducerIdentity};
+use self::txn::{Phase, Transactions};
 use super::batch::{BatchBuilder, RecordHeader};
 use super::cluster::Client;
 use super::config::ProducerConfig;
@@ -120,10 +123,18 @@ pub(crate) struct ProducerShared {
 pub struct Producer {
     shared: Rc<ProducerShared>,
     sender: Option<Task<()>>,
+    /// Set for a transactional producer.
+    txn: Option<Transactions>,
 }
 
 impl Producer {
     pub fn new(client: Client, mut config: ProducerConfig) -> Self {
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| Transactions::new(id, config.transaction_timeout));
+        // A transactional producer is an idempotent one, as in Kafka.
+        config.idempotence |= txn.is_some();
         if config.idempotence {
             // What Kafka's producer requires of idempotence: every write acknowledged by the
             // in-sync replicas, and no more in flight than the broker remembers per producer.
@@ -152,6 +163,7 @@ impl Producer {
         Self {
             shared,
             sender: Some(sender),
+            txn,
         }
     }
 
@@ -163,6 +175,13 @@ impl Producer {
     /// batch sealed afterwards carries it. Must complete before the first `send`. Does
     /// nothing for a producer without idempotence.
     pub async fn init(&self) -> Result<(), ClientError> {
+        if let Some(txn) = &self.txn {
+            txn.expect(Phase::Uninitialized, "init")?;
+            let identity = txn::init_producer_id(&self.shared.client, txn).await?;
+            self.shared.acc.borrow_mut().set_producer(identity);
+            txn.phase.set(Phase::Ready);
+            return Ok(());
+        }
         if !self.shared.config.idempotence || self.shared.acc.borrow().producer().is_some() {
             return Ok(());
         }
@@ -216,11 +235,15 @@ impl Producer {
         if size > max {
             return Err(ClientError::RecordTooLarge { size, max });
         }
+        if let Some(txn) = &self.txn {
+            txn.expect(Phase::Open, "send")?;
+        }
         let partition = self.choose_partition(&record).await?;
+        let tp = TopicPartition::new(record.topic, partition);
+        self.add_to_transaction(&tp).await?;
         self.wait_for_buffer(size).await?;
         let (reply, rx) = oneshot::channel();
         let timestamp = record.timestamp.unwrap_or_else(|| SystemClock.now_ms());
-        let tp = TopicPartition::new(record.topic, partition);
         let wake = self.shared.acc.borrow_mut().append(
             tp,
             timestamp,
@@ -234,6 +257,85 @@ impl Producer {
             self.shared.wake.notify_all();
         }
         Ok(DeliveryFuture(rx))
+    }
+
+    /// Opens a transaction: records sent until `commit_transaction` or `abort_transaction`
+    /// become visible to read_committed consumers together, or not at all.
+    pub fn begin_transaction(&self) -> Result<(), ClientError> {
+        let txn = self.transactional("begin a transaction")?;
+        txn.expect(Phase::Ready, "begin a transaction")?;
+        txn.begin(self.shared.acc.borrow().failed_records());
+        Ok(())
+    }
+
+    /// Delivers every record of the open transaction, then commits it (EndTxn). If any of its
+    /// records failed, nothing is committed: the error says so and the transaction stays open
+    /// for `abort_transaction`.
+    pub async fn commit_transaction(&self) -> Result<(), ClientError> {
+        let txn = self.transactional("commit a transaction")?;
+        txn.expect(Phase::Open, "commit a transaction")?;
+        self.flush().await;
+        if txn.lost_records(self.shared.acc.borrow().failed_records()) {
+            return Err(ClientError::Config(format!(
+                "transaction '{}' lost records before commit: abort it",
+                txn.id
+            )));
+        }
+        self.end_transaction(txn, true).await
+    }
+
+    /// Waits for the open transaction's records in flight, then aborts it (EndTxn): its
+    /// records stay in the log, skipped by read_committed consumers.
+    pub async fn abort_transaction(&self) -> Result<(), ClientError> {
+        let txn = self.transactional("abort a transaction")?;
+        txn.expect(Phase::Open, "abort a transaction")?;
+        self.flush().await;
+        self.end_transaction(txn, false).await
+    }
+
+    fn transactional(&self, what: &str) -> Result<&Transactions, ClientError> {
+        self.txn.as_ref().ok_or_else(|| {
+            ClientError::Config(format!("cannot {what}: transactional.id is not set"))
+        })
+    }
+
+    async fn end_transaction(&self, txn: &Transactions, commit: bool) -> Result<(), ClientError> {
+        let Some(id) = self.shared.acc.borrow().producer() else {
+            return Err(ClientError::Config(
+                "the producer has no producer id".into(),
+            ));
+        };
+        // Like the Java client: a transaction that never added a partition has nothing for
+        // the coordinator to end.
+        if txn.has_partitions() {
+            if let Err(e) = txn::end(&self.shared.client, txn, id, commit).await {
+                txn.note_error(&e);
+                return Err(e);
+            }
+        }
+        txn.phase.set(Phase::Ready);
+        Ok(())
+    }
+
+    /// Adds `tp` to the open transaction before its first record goes there.
+    async fn add_to_transaction(&self, tp: &TopicPartition) -> Result<(), ClientError> {
+        let Some(txn) = &self.txn else {
+            return Ok(());
+        };
+        if txn.is_added(tp) {
+            return Ok(());
+        }
+        let Some(id) = self.shared.acc.borrow().producer() else {
+            return Err(ClientError::Config(
+                "the producer has no producer id".into(),
+            ));
+        };
+        if let Err(e) = txn::add_partition(&self.shared.client, txn, id, tp).await {
+            txn.note_error(&e);
+            return Err(e);
+        }
+        txn.mark_added(tp.clone());
+        Ok(())
     }
 
     /// Sends everything queued now and waits until every record sent so far has its report.

@@ -56,6 +56,7 @@ async fn send_ready(shared: &Rc<ProducerShared>) -> Option<Instant> {
             shared.acc.borrow_mut().release(&batch);
             let ms = shared.config.delivery_timeout.as_millis();
             fail(
+                shared,
                 batch,
                 ClientError::TimedOut(format!(
                     "record not delivered within delivery.timeout.ms ({ms} ms)"
@@ -242,7 +243,7 @@ fn settle(shared: &Rc<ProducerShared>, node: i32, results: Vec<(SealedBatch, Out
                     }
                     Decision::GiveUp => {
                         shared.acc.borrow_mut().finish_batch(&batch);
-                        fail(batch, e);
+                        fail(shared, batch, e);
                     }
                 }
             }
@@ -273,7 +274,8 @@ fn deliver(batch: SealedBatch, base_offset: i64, append_time: i64) {
     }
 }
 
-fn fail(batch: SealedBatch, e: ClientError) {
+fn fail(shared: &ProducerShared, batch: SealedBatch, e: ClientError) {
+    shared.acc.borrow_mut().note_failed(batch.records.len());
     for r in batch.records {
         let _ = r.reply.send(Err(e.clone()));
     }
