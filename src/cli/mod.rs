@@ -5,6 +5,7 @@
 mod bench;
 mod cluster;
 mod common;
+mod configs;
 mod consume;
 mod format;
 mod group;
@@ -39,7 +40,8 @@ pub enum Command {
     ///   sluice broker --listen 0.0.0.0:9092 --advertised-listener kafka1:9092 --cores 4
     ///   sluice broker --profile throughput --data-dir /var/lib/sluice
     ///   sluice broker --profile latency --config site.toml --metrics-listen 0.0.0.0:9644
-    #[command(verbatim_doc_comment)]
+    ///   sluice broker config -b kafka1:9092            # a running broker's configs
+    #[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
     Broker(BrokerArgs),
     /// Create, list, describe and delete topics.
     ///
@@ -116,6 +118,9 @@ pub enum Command {
 /// Every flag has a config-file key of the same name with underscores.
 #[derive(Debug, Args)]
 pub struct BrokerArgs {
+    /// Instead of running a broker, ask a running one
+    #[command(subcommand)]
+    pub command: Option<configs::BrokerCommand>,
     /// TOML config file; flags override its keys.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -174,6 +179,9 @@ pub fn main() -> i32 {
     crate::runtime::install_crash_report();
     let cli = Cli::parse();
     match cli.command {
+        Command::Broker(BrokerArgs {
+            command: Some(cmd), ..
+        }) => configs::run(cmd),
         Command::Broker(args) => run_broker(args),
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),

@@ -1,12 +1,15 @@
-//! `sluice topic create|list|describe|delete`: what `kafka-topics.sh` does, with the same
-//! output layout for `describe`.
+//! `sluice topic create|list|describe|alter-config|delete`: what `kafka-topics.sh` does, with
+//! the same output layout for `describe`; `describe --configs` and `alter-config` do what
+//! `kafka-configs.sh --entity-type topics` does.
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use super::common::{self, key_value, ConnectArgs};
-use crate::client::admin::ConfigEntry;
-use crate::client::{Admin, ClientError, NewTopic, TopicInfo};
+use super::configs::configs_table;
+use crate::client::{
+    Admin, ClientError, ConfigAlteration, ConfigEntry, ConfigResource, NewTopic, TopicInfo,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
@@ -32,8 +35,17 @@ pub enum TopicCommand {
     ///   sluice topic describe trucks_gps
     ///   sluice topic describe                  # every topic
     ///   sluice topic describe orders payments
+    ///   sluice topic describe orders --configs  # every config: value, source, default or not
     #[command(verbatim_doc_comment)]
     Describe(DescribeArgs),
+    /// Change some of a topic's configs, leaving the others as they are.
+    ///
+    /// Examples:
+    ///   sluice topic alter-config orders --set retention.ms=86400000
+    ///   sluice topic alter-config orders --set cleanup.policy=compact --set min.compaction.lag.ms=60000
+    ///   sluice topic alter-config orders --delete retention.ms     # back to the broker's value
+    #[command(verbatim_doc_comment)]
+    AlterConfig(AlterConfigArgs),
     /// Delete topics and their data.
     ///
     /// Examples:
@@ -79,6 +91,28 @@ pub struct ListArgs {
 pub struct DescribeArgs {
     /// Topics to describe [default: all]
     pub topics: Vec<String>,
+    /// Show every config of each topic (value, source, whether it is the default) instead
+    /// of its partitions
+    #[arg(long)]
+    pub configs: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["set", "delete"])))]
+pub struct AlterConfigArgs {
+    /// Topic name
+    pub topic: String,
+    /// Set a config as key=value; repeatable
+    #[arg(long, value_parser = key_value, value_name = "KEY=VALUE")]
+    pub set: Vec<(String, String)>,
+    /// Remove the topic's own value of a config (the broker's applies again); repeatable
+    #[arg(long, value_name = "KEY")]
+    pub delete: Vec<String>,
+    /// Check the change with the broker but apply nothing
+    #[arg(long)]
+    pub validate_only: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -100,6 +134,7 @@ pub fn run(cmd: TopicCommand) -> i32 {
         TopicCommand::Create(a) => common::run(create(a)),
         TopicCommand::List(a) => common::run(list(a)),
         TopicCommand::Describe(a) => common::run(describe(a)),
+        TopicCommand::AlterConfig(a) => common::run(alter_config(a)),
         TopicCommand::Delete(a) => common::run(delete(a)),
     }
 }
@@ -151,6 +186,11 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     for t in topics {
         match t {
+            Ok(t) if a.configs => {
+                let resource = ConfigResource::Topic(t.name.clone());
+                let configs = admin.describe_configs(&resource).await?;
+                print!("Topic: {}\n{}", t.name, configs_table(&configs));
+            }
             Ok(t) => {
                 let configs = admin.describe_topic_configs(&t.name).await?;
                 print!("{}", describe_text(&t, configs.as_deref()));
@@ -174,7 +214,7 @@ pub fn describe_text(t: &TopicInfo, configs: Option<&[ConfigEntry]>) -> String {
     let overrides: Vec<String> = configs
         .unwrap_or(&[])
         .iter()
-        .filter(|c| c.is_topic_override)
+        .filter(|c| c.is_topic_override())
         .map(|c| format!("{}={}", c.name, c.value.as_deref().unwrap_or("")))
         .collect();
     let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
@@ -225,6 +265,26 @@ pub fn topic_id_text(id: &[u8; 16]) -> String {
         }
     }
     out
+}
+
+async fn alter_config(a: AlterConfigArgs) -> anyhow::Result<()> {
+    let admin = admin(&a.connect).await?;
+    let alterations: Vec<ConfigAlteration> = a
+        .set
+        .into_iter()
+        .map(|(k, v)| ConfigAlteration::Set(k, v))
+        .chain(a.delete.into_iter().map(ConfigAlteration::Delete))
+        .collect();
+    let resource = ConfigResource::Topic(a.topic.clone());
+    admin
+        .incremental_alter_configs(&resource, &alterations, a.validate_only)
+        .await?;
+    if a.validate_only {
+        println!("The configs of topic {} can be changed.", a.topic);
+    } else {
+        println!("Changed the configs of topic {}.", a.topic);
+    }
+    Ok(())
 }
 
 async fn delete(a: DeleteArgs) -> anyhow::Result<()> {
@@ -283,12 +343,14 @@ mod tests {
             ConfigEntry {
                 name: "retention.ms".into(),
                 value: Some("1000".into()),
-                is_topic_override: true,
+                source: 1,
+                read_only: false,
             },
             ConfigEntry {
                 name: "segment.bytes".into(),
                 value: Some("1".into()),
-                is_topic_override: false,
+                source: 5,
+                read_only: false,
             },
         ];
         assert_eq!(

@@ -1,14 +1,19 @@
-//! The admin client: create, delete and describe topics, read topic configs, describe the
-//! cluster. Topic changes go to the controller (retried on NOT_CONTROLLER and other
-//! retriable errors); descriptions come from Metadata, DescribeConfigs and DescribeCluster.
+//! The admin client: create, delete and describe topics, read topic and broker configs and
+//! change topic configs, describe the cluster. Topic changes go to the controller (retried on
+//! NOT_CONTROLLER and other retriable errors); config changes to any broker
+//! (IncrementalAlterConfigs); descriptions come from Metadata, DescribeConfigs and
+//! DescribeCluster.
 //! Per-topic outcomes are returned one by one, so a caller can report each.
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, TopicName,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -25,13 +30,92 @@ pub struct NewTopic {
     pub configs: Vec<(String, String)>,
 }
 
-/// One config entry of a topic.
+/// One config entry of a topic or broker, as DescribeConfigs answers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
     pub name: String,
     pub value: Option<String>,
+    /// Kafka's `config_source` (see [`config_source_name`]).
+    pub source: i8,
+    pub read_only: bool,
+}
+
+impl ConfigEntry {
     /// Set on the topic itself (not a broker or built-in default).
-    pub is_topic_override: bool,
+    pub fn is_topic_override(&self) -> bool {
+        self.source == SOURCE_DYNAMIC_TOPIC
+    }
+
+    /// Nobody set it: the built-in default (Kafka's `ConfigEntry.isDefault`).
+    pub fn is_default(&self) -> bool {
+        self.source == SOURCE_DEFAULT
+    }
+}
+
+/// Kafka's name of a DescribeConfigs `config_source`, as the Java AdminClient prints it.
+pub fn config_source_name(source: i8) -> &'static str {
+    match source {
+        1 => "DYNAMIC_TOPIC_CONFIG",
+        2 => "DYNAMIC_BROKER_CONFIG",
+        3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
+        4 => "STATIC_BROKER_CONFIG",
+        5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+        7 => "CLIENT_METRICS_CONFIG",
+        8 => "GROUP_CONFIG",
+        _ => "UNKNOWN",
+    }
+}
+
+/// What a DescribeConfigs or an alter request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    Broker(i32),
+}
+
+impl ConfigResource {
+    fn wire(&self) -> (i8, String) {
+        match self {
+            Self::Topic(name) => (RESOURCE_TOPIC, name.clone()),
+            Self::Broker(id) => (RESOURCE_BROKER, id.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Topic(name) => format!("topic '{name}'"),
+            Self::Broker(id) => format!("broker {id}"),
+        }
+    }
+}
+
+/// One change of an IncrementalAlterConfigs request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigAlteration {
+    /// Set the config to this value.
+    Set(String, String),
+    /// Remove the resource's own value, so the default applies again.
+    Delete(String),
+}
+
+impl ConfigAlteration {
+    fn wire(&self) -> AlterableConfig {
+        let mut c = AlterableConfig::default();
+        match self {
+            Self::Set(name, value) => {
+                c.name = StrBytes::from_string(name.clone());
+                c.config_operation = OP_SET;
+                c.value = Some(StrBytes::from_string(value.clone()));
+            }
+            Self::Delete(name) => {
+                c.name = StrBytes::from_string(name.clone());
+                c.config_operation = OP_DELETE;
+                c.value = None;
+            }
+        }
+        c
+    }
 }
 
 /// The cluster as DescribeCluster (or Metadata) describes it.
@@ -42,10 +126,14 @@ pub struct ClusterDescription {
     pub brokers: Vec<BrokerInfo>,
 }
 
-/// Kafka's DescribeConfigs resource type for topics, and its config source for a topic's
-/// own setting.
+/// Kafka's config resource types, the config sources the client tells apart, and the
+/// IncrementalAlterConfigs operations it sends.
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
 
 /// Topic and cluster administration.
 #[derive(Clone)]
@@ -93,7 +181,10 @@ impl Admin {
             .map(|t| {
                 let r = resp.topics.iter().find(|r| r.name.0.as_str() == t.name);
                 let outcome = match r {
-                    None => Err(missing_answer("CreateTopics", &t.name)),
+                    None => Err(missing_answer(
+                        "CreateTopics",
+                        &format!("topic '{}'", t.name),
+                    )),
                     Some(r) => {
                         let message = r.error_message.as_ref().map(|m| m.to_string());
                         ClientError::check(r.error_code, message, || {
@@ -142,7 +233,7 @@ impl Admin {
                     .iter()
                     .find(|r| r.name.as_ref().is_some_and(|x| x.0.as_str() == n));
                 let outcome = match r {
-                    None => Err(missing_answer("DeleteTopics", n)),
+                    None => Err(missing_answer("DeleteTopics", &format!("topic '{n}'"))),
                     Some(r) if r.error_code == 3 => Err(ClientError::UnknownTopic(n.clone())),
                     Some(r) => {
                         let message = r.error_message.as_ref().map(|m| m.to_string());
@@ -195,22 +286,47 @@ impl Admin {
         if conn.version(ApiKey::DescribeConfigs).is_err() {
             return Ok(None);
         }
-        let mut resource = DescribeConfigsResource::default();
-        resource.resource_type = RESOURCE_TOPIC;
-        resource.resource_name = StrBytes::from_string(topic.to_owned());
-        resource.configuration_keys = None;
+        let resource = ConfigResource::Topic(topic.to_owned());
+        self.describe_configs_on(&conn, &resource).await.map(Some)
+    }
+
+    /// Every config of a topic or broker with its value and source. A broker's configs are
+    /// asked of that broker, as Kafka requires.
+    pub async fn describe_configs(
+        &self,
+        resource: &ConfigResource,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let conn = match resource {
+            ConfigResource::Broker(id) => self.client.node_conn(*id).await?,
+            ConfigResource::Topic(_) => self.client.any_conn().await?,
+        };
+        self.describe_configs_on(&conn, resource).await
+    }
+
+    async fn describe_configs_on(
+        &self,
+        conn: &super::conn::Connection,
+        resource: &ConfigResource,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let (resource_type, name) = resource.wire();
+        let mut wanted = DescribeConfigsResource::default();
+        wanted.resource_type = resource_type;
+        wanted.resource_name = StrBytes::from_string(name.clone());
+        wanted.configuration_keys = None;
         let mut req = DescribeConfigsRequest::default();
-        req.resources = vec![resource];
+        req.resources = vec![wanted];
         let resp = self.client.retry(|| conn.request(&req)).await?;
         let Some(result) = resp.results.into_iter().next() else {
-            return Err(missing_answer("DescribeConfigs", topic));
+            return Err(missing_answer("DescribeConfigs", &resource.describe()));
         };
-        let message = result.error_message.as_ref().map(|m| m.to_string());
-        if result.error_code == 3 {
-            return Err(ClientError::UnknownTopic(topic.to_owned()));
+        if let ConfigResource::Topic(topic) = resource {
+            if result.error_code == 3 {
+                return Err(ClientError::UnknownTopic(topic.clone()));
+            }
         }
+        let message = result.error_message.as_ref().map(|m| m.to_string());
         ClientError::check(result.error_code, message, || {
-            format!("configs of topic '{topic}'")
+            format!("configs of {}", resource.describe())
         })?;
         let entries = result
             .configs
@@ -218,10 +334,55 @@ impl Admin {
             .map(|c| ConfigEntry {
                 name: c.name.to_string(),
                 value: c.value.map(|v| v.to_string()),
-                is_topic_override: c.config_source == SOURCE_DYNAMIC_TOPIC,
+                source: c.config_source,
+                read_only: c.read_only,
             })
             .collect();
-        Ok(Some(entries))
+        Ok(entries)
+    }
+
+    /// Changes some configs of a resource and leaves the others as they are
+    /// (IncrementalAlterConfigs); a refused value comes back as the broker's INVALID_CONFIG
+    /// error and message.
+    pub async fn incremental_alter_configs(
+        &self,
+        resource: &ConfigResource,
+        alterations: &[ConfigAlteration],
+        validate_only: bool,
+    ) -> Result<(), ClientError> {
+        let (resource_type, name) = resource.wire();
+        let mut wanted = AlterConfigsResource::default();
+        wanted.resource_type = resource_type;
+        wanted.resource_name = StrBytes::from_string(name);
+        wanted.configs = alterations.iter().map(ConfigAlteration::wire).collect();
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources = vec![wanted];
+        req.validate_only = validate_only;
+        let resp = self
+            .client
+            .retry(|| async {
+                let conn = match resource {
+                    ConfigResource::Broker(id) => self.client.node_conn(*id).await?,
+                    ConfigResource::Topic(_) => self.client.any_conn().await?,
+                };
+                conn.request(&req).await
+            })
+            .await?;
+        let Some(result) = resp.responses.into_iter().next() else {
+            return Err(missing_answer(
+                "IncrementalAlterConfigs",
+                &resource.describe(),
+            ));
+        };
+        if let ConfigResource::Topic(topic) = resource {
+            if result.error_code == 3 {
+                return Err(ClientError::UnknownTopic(topic.clone()));
+            }
+        }
+        let message = result.error_message.as_ref().map(|m| m.to_string());
+        ClientError::check(result.error_code, message, || {
+            format!("altering the configs of {}", resource.describe())
+        })
     }
 
     /// Brokers, controller and cluster id: DescribeCluster if the broker serves it, else
@@ -289,9 +450,9 @@ fn creatable(t: &NewTopic) -> CreatableTopic {
     c
 }
 
-fn missing_answer(api: &str, topic: &str) -> ClientError {
+fn missing_answer(api: &str, what: &str) -> ClientError {
     ClientError::Protocol {
-        peer: "the controller".into(),
-        reason: format!("the {api} answer says nothing about topic '{topic}'"),
+        peer: "the broker".into(),
+        reason: format!("the {api} answer says nothing about {what}"),
     }
 }

@@ -30,7 +30,9 @@ mod rng;
 pub mod txn_admin;
 pub mod versions;
 
-pub use admin::{Admin, ClusterDescription, NewTopic};
+pub use admin::{
+    Admin, ClusterDescription, ConfigAlteration, ConfigEntry, ConfigResource, NewTopic,
+};
 pub use cluster::Client;
 pub use config::{Acks, ClientConfig, Compression, ConsumerConfig, OffsetReset, ProducerConfig};
 pub use consumer::Consumer;

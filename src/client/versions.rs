@@ -24,6 +24,7 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::DeleteTopics, Range { min: 1, max: 6 }),
     (ApiKey::DescribeCluster, Range { min: 0, max: 1 }),
     (ApiKey::DescribeConfigs, Range { min: 1, max: 4 }),
+    (ApiKey::IncrementalAlterConfigs, Range { min: 0, max: 1 }),
     (ApiKey::FindCoordinator, Range { min: 0, max: 4 }),
     (ApiKey::JoinGroup, Range { min: 1, max: 7 }),
     (ApiKey::SyncGroup, Range { min: 0, max: 5 }),

@@ -119,6 +119,9 @@ pub struct CleanerSettings {
     /// Kafka `log.cleaner.dedupe.buffer.size`: memory for the key→offset map of one cleaning
     /// pass. The broker's value is split between the shards; this is one shard's share.
     pub dedupe_buffer_bytes: u64,
+    /// The broker-wide `log.cleaner.dedupe.buffer.size` as configured (before the split),
+    /// which is what DescribeConfigs reports.
+    pub broker_dedupe_buffer_bytes: u64,
     /// Kafka `log.cleaner.io.max.bytes.per.second`: read plus write rate of a cleaning pass,
     /// per shard.
     pub io_max_bytes_per_second: f64,
@@ -130,6 +133,7 @@ impl Default for CleanerSettings {
     fn default() -> Self {
         Self {
             dedupe_buffer_bytes: limits::DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
+            broker_dedupe_buffer_bytes: limits::DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
             io_max_bytes_per_second: limits::DEFAULT_CLEANER_IO_BYTES_PER_SECOND,
             backoff_ms: limits::DEFAULT_CLEANER_BACKOFF_MS,
         }
@@ -289,6 +293,7 @@ fn resolve_cleaner(file: &ConfigFile, cores: usize) -> Result<CleanerSettings, C
     )?;
     Ok(CleanerSettings {
         dedupe_buffer_bytes: total / cores.max(1) as u64,
+        broker_dedupe_buffer_bytes: total,
         io_max_bytes_per_second: io,
         backoff_ms,
     })

@@ -122,9 +122,27 @@ pub fn describe_topic(
         .collect()
 }
 
-/// The broker's own log configs (Kafka's broker names), as DescribeConfigs shows a broker.
-/// They are read-only: sluice takes them from its config file at start.
+/// The broker's log cleaner settings (broker-wide, no topic-level name): Kafka's name, value.
+fn cleaner_configs(broker: &LogSettings) -> [(&'static str, String); 3] {
+    let c = &broker.cleaner;
+    [
+        ("log.cleaner.backoff.ms", c.backoff_ms.to_string()),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            c.broker_dedupe_buffer_bytes.to_string(),
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            c.io_max_bytes_per_second.to_string(),
+        ),
+    ]
+}
+
+/// The broker's own log configs (Kafka's broker names), as DescribeConfigs shows a broker:
+/// the synonyms of the topic configs, and the cleaner's. They are read-only: sluice takes
+/// them from its config file at start.
 pub fn describe_broker(broker: &LogSettings, message_max_bytes: usize) -> Vec<DescribedConfig> {
+    let cleaner = cleaner_configs(broker).map(|(name, value)| static_broker(name, value));
     let mut out: Vec<DescribedConfig> = TOPIC_CONFIGS
         .iter()
         .filter(|(name, synonym)| name != synonym || *name == "compression.type")
@@ -133,17 +151,22 @@ pub fn describe_broker(broker: &LogSettings, message_max_bytes: usize) -> Vec<De
                 "max.message.bytes" => message_max_bytes.to_string(),
                 _ => broker_value(broker, name),
             };
-            DescribedConfig {
-                name: synonym,
-                value: value.clone(),
-                source: ConfigSource::StaticBroker,
-                read_only: true,
-                synonyms: vec![(synonym, value, ConfigSource::StaticBroker)],
-            }
+            static_broker(synonym, value)
         })
+        .chain(cleaner)
         .collect();
     out.sort_by_key(|c| c.name);
     out
+}
+
+fn static_broker(name: &'static str, value: String) -> DescribedConfig {
+    DescribedConfig {
+        name,
+        value: value.clone(),
+        source: ConfigSource::StaticBroker,
+        read_only: true,
+        synonyms: vec![(name, value, ConfigSource::StaticBroker)],
+    }
 }
 
 fn invalid(name: &str, value: &str, why: &str) -> InvalidConfig {
@@ -363,5 +386,25 @@ mod tests {
         assert!(b
             .iter()
             .any(|c| c.name == "message.max.bytes" && c.value == "1048588"));
+    }
+
+    #[test]
+    fn broker_describes_the_cleaner_settings_with_the_whole_dedupe_buffer() {
+        let mut broker = LogSettings::default();
+        broker.cleaner.dedupe_buffer_bytes = 1000;
+        broker.cleaner.broker_dedupe_buffer_bytes = 2000;
+        broker.cleaner.io_max_bytes_per_second = 1048576.0;
+        broker.cleaner.backoff_ms = 250;
+        let b = describe_broker(&broker, 1048588);
+        let value = |name: &str| b.iter().find(|c| c.name == name).map(|c| c.value.clone());
+        assert_eq!(
+            value("log.cleaner.dedupe.buffer.size").as_deref(),
+            Some("2000")
+        );
+        assert_eq!(
+            value("log.cleaner.io.max.bytes.per.second").as_deref(),
+            Some("1048576")
+        );
+        assert_eq!(value("log.cleaner.backoff.ms").as_deref(), Some("250"));
     }
 }

@@ -3,6 +3,9 @@
 //! consumers may see: the high watermark for read_uncommitted, the last stable offset (LSO)
 //! and the aborted transactions in range for read_committed.
 //!
+//! A compacted topic (`cleanup.policy` with `compact`) refuses a client batch holding a record
+//! without a key, as Kafka does: the keys are read for that check, nothing else is decoded.
+//!
 //! Producer state ([`producer_state`]) makes idempotent produces exactly-once: a retried batch
 //! is answered with its original offsets and never appended twice; out-of-order sequences and
 //! stale epochs are refused. Transaction markers, written here on the coordinator's behalf,
@@ -203,6 +206,7 @@ impl Partition {
             Origin::Client => {
                 batch::check_client_batch(&header)
                     .map_err(|e| KafkaError::new(KafkaCode::InvalidRecord, e.to_string()))?;
+                self.check_keys_if_compacted(&records[start..start + len])?;
                 self.txn.borrow().producers.check_append(&identity)?
             }
             Origin::Coordinator => {
@@ -274,6 +278,26 @@ impl Partition {
         }
         self.snapshot_on_roll();
         Ok(appended)
+    }
+
+    /// A compacted topic keeps the newest record per key, so a record without a key has no
+    /// place in it: Kafka refuses the whole batch with INVALID_RECORD. Only compacted topics
+    /// pay for reading the keys.
+    fn check_keys_if_compacted(&self, raw: &[u8]) -> Result<(), KafkaError> {
+        if !self.log.settings().cleanup.compact {
+            return Ok(());
+        }
+        match rewrite::every_record_has_a_key(raw) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(KafkaError::new(
+                KafkaCode::InvalidRecord,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {}.",
+                    self.tp
+                ),
+            )),
+            Err(e) => Err(KafkaError::new(KafkaCode::CorruptMessage, e.to_string())),
+        }
     }
 
     /// The batch as the topic stores it: recompressed when the topic's `compression.type` is

@@ -2,6 +2,7 @@
 //! across clean and unclean restarts.
 
 use super::*;
+use crate::config::CleanupPolicy;
 use crate::runtime;
 
 fn settings() -> LogSettings {
@@ -111,6 +112,46 @@ fn two_batches_for_one_partition_and_client_markers_are_invalid_record() {
             .unwrap_err();
         assert_eq!(err.code, KafkaCode::InvalidRecord);
         assert_eq!(p.offsets().log_end, 0);
+        p.close().await.unwrap();
+    });
+}
+
+#[test]
+fn compacted_partition_refuses_a_batch_with_a_keyless_record_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let p = open(dir.path()).await;
+        let keyless = produced(-1, -1, -1, 2, false);
+        let keyed = Bytes::from(batch::build_batch(
+            0,
+            1_000,
+            &[(Some(b"k1"), Some(b"v")), (Some(b"k2"), None)],
+        ));
+        let half_keyed = Bytes::from(batch::build_batch(
+            0,
+            1_000,
+            &[(Some(b"k1"), Some(b"v")), (None, Some(b"v"))],
+        ));
+        for (compact, delete) in [(true, false), (true, true)] {
+            p.update_settings(LogSettings {
+                cleanup: CleanupPolicy { delete, compact },
+                ..settings()
+            });
+            let before = p.offsets().log_end;
+            for refused in [&keyless, &half_keyed] {
+                let err = p.append(refused, Origin::Client, 0).unwrap_err();
+                assert_eq!(err.code, KafkaCode::InvalidRecord);
+                assert_eq!(
+                    err.message,
+                    "Compacted topic cannot accept message without key in topic partition t-0."
+                );
+            }
+            assert_eq!(p.offsets().log_end, before, "a refused batch was stored");
+            append_durably(&p, keyed.clone()).await.unwrap();
+        }
+        p.update_settings(settings());
+        append_durably(&p, keyless).await.unwrap();
+        assert_eq!(p.offsets().log_end, 6);
         p.close().await.unwrap();
     });
 }

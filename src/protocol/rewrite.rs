@@ -93,6 +93,57 @@ impl DecodedBatch {
     }
 }
 
+/// Whether every record of one whole, validated batch has a key (a compacted topic refuses a
+/// batch holding a keyless record). Reads only each record's length and key length: values
+/// and headers are skipped, and an uncompressed batch is read in place, not copied.
+pub fn every_record_has_a_key(batch: &[u8]) -> Result<bool, RecordsError> {
+    let (header, _) = BatchHeader::read_from_prefix(batch).map_err(|_| malformed(0))?;
+    let end = header.total_len().min(batch.len());
+    let body = batch.get(HEADER_LEN..end).ok_or(malformed(0))?;
+    let count = header.record_count.get().max(0) as usize;
+    if header.compression() == 0 {
+        return keys_present(body, count);
+    }
+    let plain = decompress(header.compression(), body)?;
+    keys_present(&plain, count)
+}
+
+/// Walks `count` records of an inflated records section, stopping at the first keyless one.
+fn keys_present(plain: &[u8], count: usize) -> Result<bool, RecordsError> {
+    let mut at = 0usize;
+    for _ in 0..count {
+        let len = read_varint(plain, &mut at)?;
+        let len = usize::try_from(len).map_err(|_| malformed(at))?;
+        let record_end = at.checked_add(len).filter(|e| *e <= plain.len());
+        let record_end = record_end.ok_or(malformed(at))?;
+        // Inside the record: attributes (1 byte), timestamp delta, offset delta, key length.
+        let mut inner = at + 1;
+        read_varint(&plain[..record_end], &mut inner)?;
+        read_varint(&plain[..record_end], &mut inner)?;
+        if read_varint(&plain[..record_end], &mut inner)? < 0 {
+            return Ok(false);
+        }
+        at = record_end;
+    }
+    Ok(true)
+}
+
+/// A zigzag varint of `bytes` at `*at`, moving `*at` past it.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Result<i64, RecordsError> {
+    let mut raw = 0u64;
+    for i in 0..10 {
+        let Some(&byte) = bytes.get(*at) else {
+            break;
+        };
+        *at += 1;
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+        }
+    }
+    Err(malformed(*at))
+}
+
 fn plain_len_hint(c: &Cursor) -> usize {
     // Every record takes at least 7 bytes; never reserve more than the bytes can hold.
     c.bytes.len() / 7 + 1
@@ -319,6 +370,43 @@ mod tests {
         );
         stamp_producer(&mut b, 42, 3, 17, true);
         b
+    }
+
+    #[test]
+    fn every_record_has_a_key_finds_a_keyless_record_in_any_codec() {
+        let keyed = sample();
+        let mixed = build_batch(
+            0,
+            5_000,
+            &[
+                (Some(b"a"), Some(b"1")),
+                (None, Some(b"2")),
+                (Some(b"c"), None),
+            ],
+        );
+        for codec in [0u8, 1, 2, 3, 4] {
+            let recode = |b: &[u8]| {
+                let d = DecodedBatch::decode(b).unwrap();
+                let how = Rebuild {
+                    codec,
+                    delete_horizon: None,
+                };
+                rebuild(&d.header, &d.records, how).unwrap()
+            };
+            assert_eq!(every_record_has_a_key(&recode(&keyed)), Ok(true));
+            assert_eq!(every_record_has_a_key(&recode(&mixed)), Ok(false));
+        }
+    }
+
+    #[test]
+    fn every_record_has_a_key_refuses_a_truncated_record_without_panicking() {
+        let b = sample();
+        let header_only = &b[..HEADER_LEN + 2];
+        assert!(every_record_has_a_key(header_only).is_err());
+        // A record length past the end of the records section.
+        let mut bad = b.clone();
+        bad[HEADER_LEN] = 0x7e;
+        assert!(every_record_has_a_key(&bad).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SLUICE_BIN
+from confluent_kafka.admin import ConfigResource, ConfigSource
+
 from support import TIMEOUT, ck_admin, ck_consume_all, ck_create_topic, ck_produce, new_tag
 
 CLI_TIMEOUT = 120
@@ -79,6 +81,7 @@ def consume(bootstrap, topic, *args, timeout_ms=3000):
 
 HELP_PATHS = [
     ["topic"], ["topic", "create"], ["topic", "list"], ["topic", "describe"], ["topic", "delete"],
+    ["topic", "alter-config"], ["broker", "config"],
     ["produce"], ["consume"], ["cluster"], ["cluster", "info"],
     ["group"], ["group", "list"], ["group", "describe"], ["group", "reset-offsets"], ["group", "delete"],
 ]
@@ -220,6 +223,88 @@ def test_bad_bootstrap_address_is_named():
 def test_sluice_brokers_environment_variable_is_the_default_bootstrap(broker):
     ok("topic", "create", "envtopic", env_brokers=broker.bootstrap)
     assert "envtopic" in ok("topic", "list", env_brokers=broker.bootstrap).split()
+
+
+# ------------------------------------------------------------------------------------ configs
+
+def config_rows(out: str, heading: str) -> dict:
+    """`describe --configs` / `broker config` output -> {name: (value, source, default, read_only)}."""
+    lines = out.splitlines()
+    assert lines[0] == heading, out
+    assert lines[1].split() == ["CONFIG", "VALUE", "SOURCE", "DEFAULT", "READ-ONLY"], out
+    rows = {}
+    for line in lines[2:]:
+        name, value, source, default, read_only = line.split()
+        rows[name] = (value, source, default, read_only)
+    return rows
+
+
+def ck_describe(bootstrap, kind, name) -> dict:
+    admin = ck_admin(bootstrap)  # kept alive until the answer is in
+    [(_, fut)] = admin.describe_configs([ConfigResource(kind, name)]).items()
+    return fut.result(TIMEOUT)
+
+
+def test_alter_config_sets_and_deletes_what_confluent_kafka_describes(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "conf", "--config", "segment.bytes=1048576", bootstrap=b)
+    out = ok("topic", "alter-config", "conf", "--set", "retention.ms=3600000",
+             "--set", "cleanup.policy=compact", "--delete", "segment.bytes", bootstrap=b)
+    assert out == "Changed the configs of topic conf.\n"
+
+    cfg = ck_describe(b, "topic", "conf")
+    assert cfg["retention.ms"].value == "3600000"
+    assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert cfg["cleanup.policy"].value == "compact"
+    assert cfg["segment.bytes"].is_default and cfg["segment.bytes"].value == "1073741824"
+    assert cfg["min.insync.replicas"].is_default, "a config not named was changed"
+
+    rows = config_rows(ok("topic", "describe", "conf", "--configs", bootstrap=b), "Topic: conf")
+    assert rows["retention.ms"] == ("3600000", "DYNAMIC_TOPIC_CONFIG", "false", "false")
+    assert rows["cleanup.policy"] == ("compact", "DYNAMIC_TOPIC_CONFIG", "false", "false")
+    assert rows["segment.bytes"] == ("1073741824", "DEFAULT_CONFIG", "true", "false")
+    # every config confluent-kafka sees is listed, with the same value
+    assert {n: e.value for n, e in cfg.items()} == {n: r[0] for n, r in rows.items()}
+
+    ok("topic", "alter-config", "conf", "--delete", "retention.ms", bootstrap=b)
+    assert ck_describe(b, "topic", "conf")["retention.ms"].is_default
+
+
+def test_alter_config_refused_value_prints_the_brokers_message_and_changes_nothing(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "strict", bootstrap=b)
+    r = sluice("topic", "alter-config", "strict", "--set", "retention.ms=soon",
+               "--set", "cleanup.policy=compact", bootstrap=b)
+    assert_one_line_error(r, "Invalid value soon for configuration retention.ms: Not a number of type LONG")
+    cfg = ck_describe(b, "topic", "strict")
+    assert cfg["retention.ms"].is_default and cfg["cleanup.policy"].is_default
+
+    r = sluice("topic", "alter-config", "strict", "--set", "no.such.config=1", bootstrap=b)
+    assert r.returncode == 1 and "no.such.config" in r.stderr.decode(), r.stderr
+    assert_one_line_error(sluice("topic", "alter-config", "missing", "--set", "retention.ms=1", bootstrap=b),
+                          "topic 'missing' does not exist")
+    assert sluice("topic", "alter-config", "strict", bootstrap=b).returncode == 2, "no change named"
+
+
+def test_validate_only_alter_config_changes_nothing(broker):
+    b = broker.bootstrap
+    ok("topic", "create", "dry", bootstrap=b)
+    out = ok("topic", "alter-config", "dry", "--set", "retention.ms=1000", "--validate-only", bootstrap=b)
+    assert out == "The configs of topic dry can be changed.\n"
+    assert ck_describe(b, "topic", "dry")["retention.ms"].is_default
+
+
+def test_broker_config_lists_the_brokers_configs_with_sources(broker_factory):
+    b = broker_factory({"log_cleaner_backoff_ms": 750, "log_cleaner_dedupe_buffer_size": 8 << 20})
+    rows = config_rows(ok("broker", "config", bootstrap=b.bootstrap), "Broker: 1")
+    cfg = ck_describe(b.bootstrap, "broker", "1")
+    assert {n: e.value for n, e in cfg.items()} == {n: r[0] for n, r in rows.items()}
+    assert rows["log.retention.ms"] == ("604800000", "STATIC_BROKER_CONFIG", "false", "true")
+    assert rows["log.cleaner.backoff.ms"][0] == "750"
+    assert rows["log.cleaner.dedupe.buffer.size"][0] == str(8 << 20)
+    assert "log.cleaner.io.max.bytes.per.second" in rows
+    assert config_rows(ok("broker", "config", "--broker-id", "1", bootstrap=b.bootstrap), "Broker: 1") == rows
+    assert sluice("broker", "config", "--broker-id", "7", bootstrap=b.bootstrap).returncode == 1
 
 
 # ------------------------------------------------------------------------------------ cluster

@@ -9,9 +9,10 @@ deadline); the broker's "compacted log" line confirms the cleaner did it."""
 import shutil
 import time
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from support import TIMEOUT, ck_conf, ck_create_topic, new_tag, wait_for
+from support import TIMEOUT, ck_conf, ck_create_topic, ck_watermarks, new_tag, wait_for
 
 # The cleaner looks every 100 ms; housekeeping (segment.ms rolls) every 200 ms.
 FAST_CLEANER = {"log_cleaner_backoff_ms": 100, "retention_check_interval_ms": 200}
@@ -73,6 +74,40 @@ def compacted_state(records):
         else:
             state[k] = v
     return state, unique
+
+
+def produce_batch(bootstrap, topic, records):
+    """Sends [(key, value)] to partition 0 as one batch (one linger window, no retries);
+    returns each record's delivery error (None when stored), in order."""
+    p = Producer(ck_conf(bootstrap, **{"acks": "all", "linger.ms": 50, "retries": 0,
+                                       "message.timeout.ms": 30000}))
+    outcome = {}
+    for i, (key, value) in enumerate(records):
+        p.produce(topic, key=key, value=value, partition=0,
+                  on_delivery=lambda err, msg, i=i: outcome.__setitem__(i, err))
+    assert p.flush(60) == 0
+    assert len(outcome) == len(records), "a record got no delivery report"
+    return [outcome[i] for i in range(len(records))]
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete"])
+def test_compacted_topic_refuses_records_without_a_key_with_invalid_record(broker, policy):
+    ck_create_topic(broker.bootstrap, "keyed", partitions=1, config={"cleanup.policy": policy})
+    [err] = produce_batch(broker.bootstrap, "keyed", [(None, b"no key")])
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD, err
+    # One keyless record refuses its whole batch, keyed records included.
+    errs = produce_batch(broker.bootstrap, "keyed", [(b"k1", b"v1"), (None, b"v2"), (b"k3", b"v3")])
+    assert all(e is not None and e.code() == KafkaError.INVALID_RECORD for e in errs), errs
+    assert ck_watermarks(broker.bootstrap, "keyed", 1)[0] == (0, 0), "a refused record was stored"
+
+    assert produce_batch(broker.bootstrap, "keyed", [(b"k1", b"v1"), (b"k2", None)]) == [None, None]
+    assert [(k, v) for _, k, v in read_topic(broker.bootstrap, "keyed")] == [(b"k1", b"v1"), (b"k2", None)]
+
+
+def test_delete_policy_topic_takes_records_without_a_key(broker):
+    ck_create_topic(broker.bootstrap, "loose", partitions=1, config={"cleanup.policy": "delete"})
+    assert produce_batch(broker.bootstrap, "loose", [(None, b"v")]) == [None]
+    assert ck_watermarks(broker.bootstrap, "loose", 1)[0] == (0, 1)
 
 
 def test_compacted_topic_yields_the_last_value_per_key_and_no_deleted_keys(broker_factory):

@@ -110,6 +110,18 @@ def test_broker_configs_are_described_with_kafka_names(broker):
     assert cfg["log.retention.ms"].is_read_only
 
 
+def test_broker_configs_list_the_log_cleaner_settings(broker_factory):
+    b = broker_factory({"log_cleaner_dedupe_buffer_size": 16 << 20, "log_cleaner_backoff_ms": 500,
+                        "log_cleaner_io_max_bytes_per_second": 1048576})
+    a = ck_admin(b.bootstrap)
+    [(_, fut)] = a.describe_configs([ConfigResource("broker", "1")]).items()
+    cfg = fut.result(TIMEOUT)
+    assert cfg["log.cleaner.dedupe.buffer.size"].value == str(16 << 20)
+    assert float(cfg["log.cleaner.io.max.bytes.per.second"].value) == 1048576
+    assert cfg["log.cleaner.backoff.ms"].value == "500"
+    assert cfg["log.cleaner.backoff.ms"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+
+
 # --------------------------------------------------------------------------- retention
 
 def test_time_retention_deletes_old_segments_and_moves_the_log_start(broker_factory):
