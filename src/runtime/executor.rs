@@ -66,7 +66,7 @@ where
             builder = builder.spin_before_park(spin_before_park);
         }
         let handle = builder
-            .spawn(move || main(shard))
+            .spawn(move || super::home_waker::HomeWoken::new(main(shard)))
             .map_err(|e| std::io::Error::other(format!("cannot start shard {shard}: {e}")))?;
         handles.push(ShardHandle { inner: handle });
     }

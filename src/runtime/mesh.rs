@@ -79,12 +79,16 @@ impl<T: Send + 'static> Mesh<T> {
         let senders: Vec<_> = ends
             .senders
             .into_iter()
-            .map(|s| s.map(|s| glommio::spawn_local(s.connect())))
+            .map(|s| {
+                s.map(|s| glommio::spawn_local(super::home_waker::HomeWoken::new(s.connect())))
+            })
             .collect();
         let receivers: Vec<_> = ends
             .receivers
             .into_iter()
-            .map(|r| r.map(|r| glommio::spawn_local(r.connect())))
+            .map(|r| {
+                r.map(|r| glommio::spawn_local(super::home_waker::HomeWoken::new(r.connect())))
+            })
             .collect();
         let mut connected_senders = Vec::with_capacity(senders.len());
         for s in senders {

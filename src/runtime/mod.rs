@@ -6,6 +6,7 @@
 mod alloc;
 mod dirlock;
 mod executor;
+mod home_waker;
 mod mesh;
 mod queues;
 
@@ -28,12 +29,12 @@ use std::time::Duration;
 /// Spawns a task on the current shard. Dropping the returned `Task` cancels it; call
 /// [`detach`] to let it run on its own.
 pub fn spawn<T: 'static>(fut: impl Future<Output = T> + 'static) -> Task<T> {
-    glommio::spawn_local(fut)
+    glommio::spawn_local(home_waker::HomeWoken::new(fut))
 }
 
 /// Spawns a task on the current shard that runs to completion on its own.
 pub fn detach<T: 'static>(fut: impl Future<Output = T> + 'static) {
-    glommio::spawn_local(fut).detach();
+    glommio::spawn_local(home_waker::HomeWoken::new(fut)).detach();
 }
 
 /// Runs `fut` for at most `dur`; `None` if the time ran out first.
@@ -108,7 +109,7 @@ pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
         .io_memory(1 << 20)
         .make()
         .expect("cannot start an executor (is io_uring available?)")
-        .run(fut)
+        .run(home_waker::HomeWoken::new(fut))
 }
 
 /// Opens a TCP connection from the current shard.

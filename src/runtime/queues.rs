@@ -64,11 +64,11 @@ pub fn spawn_in<T: 'static>(
     fut: impl Future<Output = T> + 'static,
 ) -> glommio::Task<T> {
     match handle(class) {
-        Some(h) => match glommio::spawn_local_into(fut, h) {
+        Some(h) => match glommio::spawn_local_into(super::home_waker::HomeWoken::new(fut), h) {
             Ok(task) => task,
             Err(e) => unreachable!("a queue this shard created is gone: {e}"),
         },
-        None => glommio::spawn_local(fut),
+        None => glommio::spawn_local(super::home_waker::HomeWoken::new(fut)),
     }
 }
 
