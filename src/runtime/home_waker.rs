@@ -89,7 +89,6 @@ impl<F> Drop for HomeWoken<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::runtime::{block_on, spawn};
 
     /// A task woken from another thread, many times over: every wake-up is delivered and the
