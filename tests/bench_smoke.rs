@@ -3,59 +3,11 @@
 //! the bench library, and checks the report is plausible (nonzero throughput, ordered
 //! percentiles, no errors), then stops the broker with SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+use common::start_broker;
 use sluice::bench::{self, Mode, RecordSize, RunOptions, Workload};
-
-struct Broker {
-    child: Child,
-    _dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            // The broker's own account of the run is the first thing a failure needs.
-            let log = std::fs::read_to_string(self._dir.path().join("broker.log"));
-            eprintln!("broker log:\n{}", log.unwrap_or_default());
-        }
-    }
-}
-
-fn start_broker() -> Broker {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("broker.log")).expect("broker log"))
-        .spawn()
-        .expect("start sluice broker");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("address on the ready line")
-        .to_owned();
-    assert!(addr.starts_with("127.0.0.1:"), "ready line: {line}");
-    Broker {
-        child,
-        _dir: dir,
-        addr,
-    }
-}
 
 #[test]
 fn a_two_second_e2e_run_reports_throughput_and_sane_percentiles() {

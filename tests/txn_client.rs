@@ -2,55 +2,17 @@
 //! seen by read_committed readers, aborted ones are not (a read_uncommitted reader sees
 //! both), and a second producer with the same transactional id fences the first.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+mod common;
+use common::start_broker;
 use sluice::base::TopicPartition;
 use sluice::client::{
     Admin, Client, ClientConfig, ClientError, Consumer, ConsumerConfig, NewTopic, OffsetReset,
     Producer, ProducerConfig, ProducerRecord,
 };
 use sluice::runtime;
-
-struct Broker {
-    child: Child,
-    _dir: tempfile::TempDir,
-    addr: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self._dir.path().join("broker.log"));
-            eprintln!("broker log:\n{}", log.unwrap_or_default());
-        }
-    }
-}
-
-fn start_broker() -> Broker {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("broker.log")).expect("broker log"))
-        .spawn()
-        .expect("start sluice broker");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = line.trim().rsplit(' ').next().expect("address").to_owned();
-    Broker {
-        child,
-        _dir: dir,
-        addr,
-    }
-}
 
 async fn transactional_producer(addr: &str, id: &str) -> Producer {
     let mut config = ProducerConfig {
