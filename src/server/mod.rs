@@ -428,6 +428,7 @@ fn group_settings(config: &BrokerConfig) -> crate::group::GroupSettings {
             offsets_retention_ms: config.offsets_retention_minutes * 60_000,
         },
         offsets_partitions: config.offsets_topic_num_partitions,
+        offsets_replication_factor: config.offsets_topic_replication_factor,
     }
 }
 
@@ -438,6 +439,7 @@ fn txn_settings(config: &BrokerConfig) -> crate::txn::TxnSettings {
             id_expiration_ms: config.transactional_id_expiration_ms,
         },
         state_partitions: config.transaction_state_log_num_partitions,
+        state_replication_factor: config.transaction_state_log_replication_factor,
     }
 }
 
