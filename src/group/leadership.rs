@@ -171,7 +171,13 @@ mod tests {
         o.offer(&set(&[1, 2]));
         o.loaded(1);
         let c = o.offer(&set(&[2, 3]));
-        assert_eq!(c, Change { gained: vec![3], lost: vec![1] });
+        assert_eq!(
+            c,
+            Change {
+                gained: vec![3],
+                lost: vec![1]
+            }
+        );
         assert_eq!(o.check(1), Err(KafkaCode::NotCoordinator));
         o.loaded(1);
         assert_eq!(o.check(1), Err(KafkaCode::NotCoordinator));

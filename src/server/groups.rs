@@ -735,9 +735,7 @@ fn coordinator_of<'a>(
         return Err(KafkaCode::CoordinatorNotAvailable);
     }
     let p = group::records::partition_for(key, partitions);
-    let leader = snap
-        .partition(topic, p)
-        .map_or(-1, |info| info.leader);
+    let leader = snap.partition(topic, p).map_or(-1, |info| info.leader);
     snap.brokers
         .iter()
         .find(|b| b.node_id == leader)

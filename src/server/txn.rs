@@ -27,9 +27,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::handlers::Handlers;
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
+use crate::group::{self, CommittedOffset, MemberRef};
 use crate::protocol::batch::ControlType;
 use crate::shard::MarkerPart;
-use crate::group::{self, CommittedOffset, MemberRef};
 use crate::txn::{self, ProducerRef};
 
 /// Versions before KIP-588 know INVALID_PRODUCER_EPOCH where newer ones get PRODUCER_FENCED.
@@ -90,8 +90,7 @@ impl Handlers {
         let mut written = self.router.write_markers(parts).await.into_iter();
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = m.producer_id;
-        let mut by_topic: BTreeMap<String, Vec<WritableTxnMarkerPartitionResult>> =
-            BTreeMap::new();
+        let mut by_topic: BTreeMap<String, Vec<WritableTxnMarkerPartitionResult>> = BTreeMap::new();
         for (tp, refusal) in codes {
             let code = match refusal {
                 Some(code) => code,

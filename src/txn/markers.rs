@@ -31,7 +31,11 @@ pub(super) struct Peers {
 }
 
 impl Peers {
-    async fn connection(&self, snap: &ClusterSnapshot, node: i32) -> Result<Connection, KafkaError> {
+    async fn connection(
+        &self,
+        snap: &ClusterSnapshot,
+        node: i32,
+    ) -> Result<Connection, KafkaError> {
         if let Some(c) = self.open.borrow().get(&node).filter(|c| !c.is_broken()) {
             return Ok(c.clone());
         }
@@ -129,7 +133,10 @@ async fn send(
         for t in m.topics {
             for p in t.partitions {
                 codes.insert(
-                    (m.producer_id.0, TopicPartition::new(t.name.to_string(), p.partition_index)),
+                    (
+                        m.producer_id.0,
+                        TopicPartition::new(t.name.to_string(), p.partition_index),
+                    ),
                     p.error_code,
                 );
             }
@@ -167,8 +174,7 @@ fn remote_code(code: i16) -> KafkaCode {
 
 /// One WriteTxnMarkers request for `markers`, grouped per producer and topic.
 fn request(markers: &[MarkerPart]) -> WriteTxnMarkersRequest {
-    let mut grouped: BTreeMap<(i64, i16, i32, bool), BTreeMap<String, Vec<i32>>> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<(i64, i16, i32, bool), BTreeMap<String, Vec<i32>>> = BTreeMap::new();
     for m in markers {
         let commit = m.kind == ControlType::Commit;
         grouped
@@ -181,23 +187,25 @@ fn request(markers: &[MarkerPart]) -> WriteTxnMarkersRequest {
     let mut req = WriteTxnMarkersRequest::default();
     req.markers = grouped
         .into_iter()
-        .map(|((producer_id, epoch, coordinator_epoch, commit), topics)| {
-            let mut w = WritableTxnMarker::default();
-            w.producer_id = ProducerId(producer_id);
-            w.producer_epoch = epoch;
-            w.coordinator_epoch = coordinator_epoch;
-            w.transaction_result = commit;
-            w.topics = topics
-                .into_iter()
-                .map(|(name, partitions)| {
-                    let mut t = WritableTxnMarkerTopic::default();
-                    t.name = TopicName(StrBytes::from_string(name));
-                    t.partition_indexes = partitions;
-                    t
-                })
-                .collect();
-            w
-        })
+        .map(
+            |((producer_id, epoch, coordinator_epoch, commit), topics)| {
+                let mut w = WritableTxnMarker::default();
+                w.producer_id = ProducerId(producer_id);
+                w.producer_epoch = epoch;
+                w.coordinator_epoch = coordinator_epoch;
+                w.transaction_result = commit;
+                w.topics = topics
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        let mut t = WritableTxnMarkerTopic::default();
+                        t.name = TopicName(StrBytes::from_string(name));
+                        t.partition_indexes = partitions;
+                        t
+                    })
+                    .collect();
+                w
+            },
+        )
         .collect();
     req
 }
