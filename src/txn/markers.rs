@@ -172,9 +172,12 @@ fn remote_code(code: i16) -> KafkaCode {
     .unwrap_or(KafkaCode::UnknownServerError)
 }
 
+/// What one WritableTxnMarker is for: producer id, epoch, coordinator epoch, commit.
+type MarkerKey = (i64, i16, i32, bool);
+
 /// One WriteTxnMarkers request for `markers`, grouped per producer and topic.
 fn request(markers: &[MarkerPart]) -> WriteTxnMarkersRequest {
-    let mut grouped: BTreeMap<(i64, i16, i32, bool), BTreeMap<String, Vec<i32>>> = BTreeMap::new();
+    let mut grouped: BTreeMap<MarkerKey, BTreeMap<String, Vec<i32>>> = BTreeMap::new();
     for m in markers {
         let commit = m.kind == ControlType::Commit;
         grouped
