@@ -222,9 +222,13 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
+        let shards = snap.place(count - current, self.shards);
+        let (replicas, replica_shards) = super::on_local_node(&snap, &shards);
         self.commit(MetadataRecord::CreatePartitions {
             name: name.to_owned(),
-            shards: snap.place(count - current, self.shards),
+            shards,
+            replicas,
+            replica_shards,
         })
         .await
     }

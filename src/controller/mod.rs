@@ -142,14 +142,18 @@ impl Controller {
             -1 => self.defaults.replication_factor,
             n => n,
         };
-        validate::replication_factor(rf, snap.brokers.len())?;
+        validate::replication_factor(rf, snap.live_brokers().count())?;
         validate::configs(&t.configs)?;
+        let shards = snap.place(partitions, self.shards);
+        let (replicas, replica_shards) = on_local_node(&snap, &shards);
         let record = MetadataRecord::CreateTopic {
             name: t.name.clone(),
             topic_id: *uuid::Uuid::new_v4().as_bytes(),
-            shards: snap.place(partitions, self.shards),
+            shards,
             replication_factor: rf,
             configs: t.configs.clone(),
+            replicas,
+            replica_shards,
         };
         if validate_only {
             let mut preview = (*snap).clone();
@@ -207,6 +211,14 @@ impl Controller {
         *self.current.borrow_mut() = Arc::new(next);
         Ok(())
     }
+}
+
+/// Replicas and their shards for new partitions held by this node alone, on `shards`.
+// The single-node placement until cluster placement (`placement`) takes over.
+fn on_local_node(snap: &ClusterSnapshot, shards: &[usize]) -> (Vec<Vec<i32>>, Vec<Vec<usize>>) {
+    let replicas = shards.iter().map(|_| vec![snap.local_node]).collect();
+    let replica_shards = shards.iter().map(|&s| vec![s]).collect();
+    (replicas, replica_shards)
 }
 
 /// Kafka's topic-name rules, for callers that check a name before asking the controller.

@@ -58,7 +58,12 @@ impl Handlers {
             _ => Some(KafkaCode::InvalidRequest),
         };
         let snap = self.router.snapshot();
-        let me = snap.this_broker().clone();
+        // Until this broker's registration is in the metadata it cannot name itself.
+        let me = snap.this_broker().cloned();
+        let error = match me {
+            Some(_) => error,
+            None => error.or(Some(KafkaCode::CoordinatorNotAvailable)),
+        };
         let mut resp = FindCoordinatorResponse::default();
         if version >= 4 {
             resp.coordinators = keys
@@ -68,9 +73,11 @@ impl Handlers {
                     c.key = StrBytes::from_string(k);
                     match error {
                         None => {
-                            c.node_id = BrokerId(me.node_id);
-                            c.host = s(&me.host);
-                            c.port = me.port;
+                            if let Some(me) = &me {
+                                c.node_id = BrokerId(me.node_id);
+                                c.host = s(&me.host);
+                                c.port = me.port;
+                            }
                         }
                         Some(code) => {
                             c.node_id = BrokerId(-1);
@@ -83,9 +90,11 @@ impl Handlers {
         } else {
             match error {
                 None => {
-                    resp.node_id = BrokerId(me.node_id);
-                    resp.host = s(&me.host);
-                    resp.port = me.port;
+                    if let Some(me) = &me {
+                        resp.node_id = BrokerId(me.node_id);
+                        resp.host = s(&me.host);
+                        resp.port = me.port;
+                    }
                 }
                 Some(code) => {
                     resp.node_id = BrokerId(-1);
