@@ -160,29 +160,6 @@ impl ClusterSnapshot {
         self.topics.values().find(|t| &t.topic_id == id)
     }
 
-    /// Shards for `count` new partitions on this broker: each to the shard holding the
-    /// fewest so far.
-    pub fn place(&self, count: i32, shards: usize) -> Vec<usize> {
-        let mut load = vec![0usize; shards.max(1)];
-        for t in self.topics.values() {
-            for p in t.partitions.iter().filter(|p| p.local_replica()) {
-                let n = load.len();
-                load[p.shard % n] += 1;
-            }
-        }
-        (0..count)
-            .map(|_| {
-                let (i, _) = load
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(i, n)| (**n, *i))
-                    .expect("at least one shard");
-                load[i] += 1;
-                i
-            })
-            .collect()
-    }
-
     pub fn apply(&mut self, record: &MetadataRecord) {
         self.version += 1;
         match record {
@@ -556,15 +533,6 @@ mod tests {
         assert!(s.topics["__transaction_state"].internal);
         assert!(!s.topics["__mine"].internal);
         assert_eq!(s.version, 3);
-    }
-
-    #[test]
-    fn placement_balances_partitions_over_shards() {
-        let mut s = ClusterSnapshot::empty(broker(), "c".into());
-        let shards = s.place(3, 2);
-        assert_eq!(shards, vec![0, 1, 0]);
-        s.apply(&legacy_topic("a", shards));
-        assert_eq!(s.place(1, 2), vec![1]);
     }
 
     #[test]
