@@ -86,7 +86,7 @@ impl Ownership {
 /// broker. Any shard can tell; which shard owns it is [`led_here`]'s business.
 pub fn led_by_this_broker(snap: &ClusterSnapshot, topic: &str, partition: i32) -> bool {
     snap.partition(topic, partition)
-        .is_some_and(|p| p.leader == snap.this_broker().node_id)
+        .is_some_and(|p| p.leader == snap.local_node)
 }
 
 /// The partitions of `topic` this shard coordinates in `snap`.

@@ -204,7 +204,7 @@ impl Router {
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| self.owns(p.shard))
+                    .filter(|p| p.local_replica() && self.owns(p.shard))
                     .map(move |p| {
                         let placement = Placement {
                             topic_id: t.topic_id,

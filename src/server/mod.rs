@@ -187,6 +187,10 @@ fn advertised(config: &BrokerConfig, listen: SocketAddr) -> anyhow::Result<Broke
         node_id: config.node_id,
         host,
         port,
+        rack: None,
+        shards: config.cores,
+        epoch: 0,
+        fenced: false,
     })
 }
 

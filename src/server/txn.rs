@@ -59,7 +59,7 @@ impl Handlers {
 
     async fn write_one_marker(&self, m: WritableTxnMarker) -> WritableTxnMarkerResult {
         let snap = self.router.snapshot();
-        let me = snap.this_broker().node_id;
+        let me = snap.local_node;
         let kind = if m.transaction_result {
             ControlType::Commit
         } else {

@@ -77,7 +77,7 @@ pub(super) async fn deliver(
     markers: Vec<MarkerPart>,
 ) -> Vec<Result<(), KafkaError>> {
     let snap = router.snapshot();
-    let me = snap.this_broker().node_id;
+    let me = snap.local_node;
     let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, m) in markers.iter().enumerate() {
         let leader = snap
