@@ -44,6 +44,8 @@ pub enum KafkaCode {
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
     UnknownTopicId = 100,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
     NotEnoughReplicas = 19,
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,

@@ -13,11 +13,18 @@
 //! restarts: a snapshot is written whenever the log rolls a segment and at close, and the log
 //! after the newest usable snapshot is replayed at open.
 //!
-//! Single replica for now: the high watermark is the log's durable end. Uses base, config,
-//! protocol, runtime, log.
+//! A single-replica partition's high watermark is the log's durable end. A replicated one
+//! (see [`Partition::set_replicated`]) is told its high watermark by the replication layer
+//! ([`Partition::set_high_watermark`]), capped by its own durable end; reads, the LSO and
+//! DeleteRecords use it. The follower side ([`replica`]) appends batches fetched from the
+//! leader as they are, truncates a divergent tail, and keeps the leader-epoch cache
+//! ([`epoch_cache`]) that OffsetForLeaderEpoch answers from. Uses base, config, protocol,
+//! runtime, log.
 
+pub mod epoch_cache;
 mod persist;
 pub mod producer_state;
+mod replica;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -33,6 +40,7 @@ use crate::protocol::rewrite;
 use crate::runtime;
 
 pub use crate::log::Appended;
+use epoch_cache::EpochCache;
 use producer_state::ProducerStateTable;
 pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
 
@@ -81,6 +89,15 @@ pub struct Partition {
     /// The topic's `min.insync.replicas` (changes with its configs).
     min_insync_replicas: Cell<i32>,
     txn: RefCell<TxnState>,
+    /// Leader epochs and where each started in the log.
+    epochs: RefCell<EpochCache>,
+    /// Whether other replicas exist: then the high watermark is told, not the durable end.
+    replicated: Cell<bool>,
+    /// The high watermark last told (replicated partitions; capped by the durable end when
+    /// used).
+    told_high_watermark: Cell<i64>,
+    /// The high watermark last exposed while single-replica (the floor once replicated).
+    exposed_high_watermark: Cell<i64>,
 }
 
 /// Producer state and aborted transactions, with the segment the last snapshot was taken in.
@@ -134,7 +151,18 @@ impl Partition {
     ) -> Result<Rc<Partition>, LogError> {
         let min_insync = settings.min_insync_replicas;
         let log = Log::open(dir, settings).await?;
-        let txn = recover_producer_state(&log, dir).await?;
+        let stored_epochs = persist::read_epoch_checkpoint(dir)?;
+        let mut epochs = match stored_epochs.clone() {
+            Some(cache) => cache,
+            None => replica::scan_epochs(&log).await?,
+        };
+        let offsets = log.offsets();
+        epochs.truncate_from_end(offsets.log_end);
+        let txn = recover_producer_state(&log, dir, &mut epochs).await?;
+        if stored_epochs.as_ref() != Some(&epochs) {
+            let (dir, cache) = (dir.to_owned(), epochs.clone());
+            runtime::off_reactor(move || persist::write_epoch_checkpoint(&dir, &cache)).await?;
+        }
         Ok(Rc::new(Partition {
             tp,
             topic_id,
@@ -143,6 +171,10 @@ impl Partition {
             message_max_bytes: std::cell::Cell::new(message_max_bytes),
             min_insync_replicas: Cell::new(min_insync),
             txn: RefCell::new(txn),
+            epochs: RefCell::new(epochs),
+            replicated: Cell::new(false),
+            told_high_watermark: Cell::new(offsets.log_start),
+            exposed_high_watermark: Cell::new(offsets.log_start),
         }))
     }
 
@@ -156,13 +188,17 @@ impl Partition {
         self.leader_epoch.set(epoch);
     }
 
+    /// The log's offsets, with this partition's high watermark.
     pub fn offsets(&self) -> LogOffsets {
-        self.log.offsets()
+        LogOffsets {
+            high_watermark: self.high_watermark(),
+            ..self.log.offsets()
+        }
     }
 
     /// The last stable offset: below it every transaction is decided.
     pub fn last_stable_offset(&self) -> i64 {
-        let hw = self.log.offsets().high_watermark;
+        let hw = self.high_watermark();
         let unstable = self.txn.borrow().producers.first_unstable_offset();
         unstable.map_or(hw, |first| first.min(hw))
     }
@@ -233,6 +269,7 @@ impl Partition {
             .log
             .append(bytes, self.leader_epoch.get())
             .map_err(storage_error)?;
+        self.note_epoch(self.leader_epoch.get(), appended.base_offset);
         self.txn.borrow_mut().producers.on_append(
             &identity,
             appended.base_offset,
@@ -265,6 +302,7 @@ impl Partition {
             .log
             .append(BytesMut::from(&marker[..]), self.leader_epoch.get())
             .map_err(storage_error)?;
+        self.note_epoch(self.leader_epoch.get(), appended.base_offset);
         let aborted = self.txn.borrow_mut().producers.on_marker(
             producer_id,
             epoch,
@@ -382,6 +420,19 @@ impl Partition {
             st.snapshot_segment = segment;
             st.producers.snapshot(self.log.offsets().log_end)
         };
+        self.chain_disk_write("producer snapshot", move |dir| {
+            persist::sync_txn_indexes(dir)?;
+            persist::write_snapshot(dir, &snapshot)
+        });
+    }
+
+    /// Runs `work` on the partition directory off the reactor, after every write chained
+    /// before it: so a producer snapshot at offset N is on disk only after every epoch
+    /// checkpoint for epochs starting below N, and a restart that replays from N misses none.
+    fn chain_disk_write<F>(&self, what: &'static str, work: F)
+    where
+        F: FnOnce(&Path) -> std::io::Result<()> + Send + 'static,
+    {
         let dir = self.log.dir().to_owned();
         let tp = self.tp.clone();
         let previous = self.txn.borrow_mut().snapshot_write.take();
@@ -389,8 +440,8 @@ impl Partition {
             if let Some(previous) = previous {
                 previous.await;
             }
-            if let Err(e) = write_snapshot(dir, snapshot).await {
-                tracing::warn!(partition = %tp, error = %e, "producer snapshot failed");
+            if let Err(e) = runtime::off_reactor(move || work(&dir)).await {
+                tracing::warn!(partition = %tp, error = %e, "{what} write failed");
             }
         });
         self.txn.borrow_mut().snapshot_write = Some(write);
@@ -416,7 +467,7 @@ impl Partition {
     }
 
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadResult {
-        let offsets = self.log.offsets();
+        let offsets = self.offsets();
         let lso = self.last_stable_offset();
         let mut result = ReadResult {
             error: None,
@@ -427,7 +478,10 @@ impl Partition {
             aborted: None,
         };
         let read = match isolation {
-            Isolation::ReadUncommitted => self.log.read(offset, max_bytes).await,
+            Isolation::ReadUncommitted => {
+                let hw = offsets.high_watermark;
+                self.log.read_below(offset, max_bytes, hw).await
+            }
             Isolation::ReadCommitted => self.log.read_below(offset, max_bytes, lso).await,
         };
         match read {
@@ -552,6 +606,14 @@ impl Partition {
     /// DeleteRecords: moves the log start to `offset` (-1: the high watermark); returns the
     /// new low watermark.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, KafkaError> {
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(KafkaError::new(
+                KafkaCode::OffsetOutOfRange,
+                format!("offset {offset} is past the high watermark {hw}"),
+            ));
+        }
+        let offset = if offset == -1 { hw } else { offset };
         self.log
             .delete_records_before(offset)
             .await
@@ -576,7 +638,13 @@ async fn write_snapshot(
 }
 
 /// Loads the newest usable snapshot and replays the log after it.
-async fn recover_producer_state(log: &Log, dir: &Path) -> Result<TxnState, LogError> {
+/// Notes every replayed batch's leader epoch in `epochs` (a crash may have lost the last
+/// checkpoint writes).
+async fn recover_producer_state(
+    log: &Log,
+    dir: &Path,
+    epochs: &mut EpochCache,
+) -> Result<TxnState, LogError> {
     let offsets = log.offsets();
     let snapshot = persist::load_snapshot(dir, offsets.log_end)?;
     let (mut producers, from) = match snapshot {
@@ -600,6 +668,7 @@ async fn recover_producer_state(log: &Log, dir: &Path) -> Result<TxnState, LogEr
                 continue;
             }
             next = h.last_offset() + 1;
+            epochs.on_batch(h.partition_leader_epoch.get(), h.base_offset.get());
             if !h.is_control() {
                 let id = BatchIdentity::of(h);
                 producers.on_append(&id, h.base_offset.get(), h.last_offset(), now);

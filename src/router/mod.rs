@@ -21,8 +21,8 @@ use crate::metrics::ShardMetrics;
 use crate::partition::{ProducerView, ReadResult};
 use crate::runtime::{self, MeshReceivers, MeshSenders};
 use crate::shard::{
-    Desired, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, Placement, ProduceOutcome,
-    ProducePart, Role, Shard, ShardRequest,
+    Desired, EpochAnswer, EpochQuery, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, Placement,
+    ProduceOutcome, ProducePart, Role, Shard, ShardRequest,
 };
 
 /// The shard that runs the controller.
@@ -486,6 +486,16 @@ impl Router {
         }
         // The first owner to see data ends the wait; dropping the others cancels theirs.
         let _ = runtime::timeout(max_wait, select_all(waits)).await;
+    }
+
+    /// OffsetForLeaderEpoch: each partition's end offset for an epoch, asked of its owner.
+    pub async fn epoch_end_offsets(&self, queries: Vec<EpochQuery>) -> Vec<EpochAnswer> {
+        self.scatter(
+            queries,
+            |q| &q.tp,
+            |queries, reply| ShardRequest::EpochEndOffsets { queries, reply },
+        )
+        .await
     }
 
     pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Vec<OffsetAnswer> {

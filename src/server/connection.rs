@@ -228,6 +228,7 @@ async fn run_request(
         RequestKind::Metadata(r) => h.metadata(r, version).await,
         RequestKind::Fetch(r) => h.fetch(r, version).await,
         RequestKind::ListOffsets(r) => h.list_offsets(r, version).await,
+        RequestKind::OffsetForLeaderEpoch(r) => h.offset_for_leader_epoch(r).await,
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
         RequestKind::DescribeCluster(_) => h.describe_cluster(),

@@ -7,6 +7,7 @@ mod configs;
 mod connection;
 mod groups;
 mod handlers;
+mod replica;
 mod txn;
 
 use std::cell::Cell;
