@@ -67,7 +67,6 @@ pub enum KafkaCode {
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
     // The controller's answers about brokers and partitions (cluster).
-    FencedLeaderEpoch = 74,
     StaleBrokerEpoch = 77,
     PreferredLeaderNotAvailable = 80,
     EligibleLeadersNotAvailable = 83,

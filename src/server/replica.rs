@@ -71,7 +71,7 @@ fn refusal(snap: &ClusterSnapshot, tp: &TopicPartition, leader_only: bool) -> Op
     let Some(info) = snap.partition(&tp.topic, tp.partition) else {
         return Some(KafkaCode::UnknownTopicOrPartition.into());
     };
-    if leader_only && info.leader != snap.this_broker().node_id {
+    if leader_only && info.leader != snap.local_node {
         return Some(KafkaError::new(
             KafkaCode::NotLeaderOrFollower,
             format!("this broker does not lead {tp}"),
