@@ -9,6 +9,7 @@
 
 mod admin;
 mod metadata_log;
+pub mod raft;
 mod snapshot;
 mod validate;
 
