@@ -108,7 +108,7 @@ impl ClusterSnapshot {
                 replication_factor,
                 configs,
             } => {
-                let node = self.controller_id;
+                let node = self.this_broker().node_id;
                 let partitions = shards
                     .iter()
                     .enumerate()
@@ -142,7 +142,7 @@ impl ClusterSnapshot {
                 }
             }
             MetadataRecord::CreatePartitions { name, shards } => {
-                let node = self.controller_id;
+                let node = self.this_broker().node_id;
                 if let Some(t) = self.topics.get_mut(name) {
                     let first = t.partitions.len();
                     t.partitions

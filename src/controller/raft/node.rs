@@ -39,7 +39,7 @@ pub trait StateMachine {
     fn restore(&self, index: u64, data: &[u8]);
     /// The leader is now `leader` (0: unknown).
     fn leader_changed(&self, leader: u64);
-    /// Called after each batch of applies (publishing the new state).
+    /// Called after each round of ready handling (publishing the state if it changed).
     fn applied(&self) -> LocalBoxFuture<'static, ()>;
 }
 
@@ -284,14 +284,15 @@ impl Node {
         }
         self.send(ready.take_messages());
         self.send(ready.take_persisted_messages());
-        self.apply(ready.take_committed_entries()).await;
+        self.apply(ready.take_committed_entries());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries()).await;
+        self.apply(light.take_committed_entries());
         self.raw.advance_apply();
+        self.sm.applied().await;
         self.maybe_snapshot().await
     }
 
@@ -319,7 +320,7 @@ impl Node {
         }
     }
 
-    async fn apply(&mut self, entries: Vec<Entry>) {
+    fn apply(&mut self, entries: Vec<Entry>) {
         let Some(last) = entries.last().map(|e| (e.index, e.term)) else {
             return;
         };
@@ -331,7 +332,6 @@ impl Node {
         }
         self.status.set_applied(last.0, last.1);
         self.status.term.set(self.raw.raft.term);
-        self.sm.applied().await;
     }
 
     /// Answers the proposal at `index`: applied if its term matches, else replaced.
