@@ -64,6 +64,16 @@ pub enum KafkaCode {
     UnreleasedInstanceId = 111,
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
+    // The controller's answers about brokers and partitions (cluster).
+    FencedLeaderEpoch = 74,
+    StaleBrokerEpoch = 77,
+    PreferredLeaderNotAvailable = 80,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
+    NoReassignmentInProgress = 85,
+    InvalidUpdateVersion = 95,
+    BrokerIdNotRegistered = 102,
+    IneligibleReplica = 107,
     UnknownServerError = -1,
 }
 

@@ -8,10 +8,16 @@
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
 mod admin;
+pub mod change;
+pub mod election;
 mod metadata_log;
+pub mod placement;
 mod quorum;
 pub mod raft;
+pub mod registry;
 mod snapshot;
+#[cfg(test)]
+mod testkit;
 mod validate;
 
 use std::cell::{Cell, RefCell};
@@ -79,7 +85,6 @@ pub struct Controller {
     /// runs off the reactor.
     changes: Mutex<()>,
     current: Rc<RefCell<Arc<ClusterSnapshot>>>,
-    shards: usize,
     defaults: TopicDefaults,
     publish: Rc<PublishSink>,
 }
@@ -94,6 +99,8 @@ impl Controller {
         publish: PublishSink,
     ) -> std::io::Result<Controller> {
         let (log, records) = MetadataLog::open(meta_dir)?;
+        // Placement spreads this broker's replicas over the shards it runs.
+        let broker = BrokerInfo { shards, ..broker };
         let mut snapshot = ClusterSnapshot::empty(broker, log.cluster_id().to_owned());
         for r in records {
             snapshot.apply(&r);
@@ -102,7 +109,6 @@ impl Controller {
             store: Store::Local(log),
             changes: Mutex::new(()),
             current: Rc::new(RefCell::new(Arc::new(snapshot))),
-            shards,
             defaults,
             publish: Rc::new(publish),
         })
@@ -121,6 +127,7 @@ impl Controller {
         listen: SocketAddr,
     ) -> anyhow::Result<Rc<Controller>> {
         let id = broker.node_id as u64;
+        let broker = BrokerInfo { shards, ..broker };
         let mut base = ClusterSnapshot::empty(broker, quorum::cluster_id(voters));
         base.controller_id = -1;
         let current = Rc::new(RefCell::new(Arc::new(base.clone())));
@@ -156,7 +163,6 @@ impl Controller {
             }),
             changes: Mutex::new(()),
             current,
-            shards,
             defaults,
             publish,
         });
@@ -229,14 +235,25 @@ impl Controller {
             -1 => self.defaults.replication_factor,
             n => n,
         };
-        validate::replication_factor(rf, snap.brokers.len())?;
+        validate::replication_factor(rf, snap.live_brokers().count())?;
         validate::configs(&t.configs)?;
+        let placed = placement::assign(
+            &snap,
+            placement::NewPartitions {
+                first: 0,
+                count: partitions,
+                replication_factor: rf,
+            },
+            placement_random(),
+        )?;
         let record = MetadataRecord::CreateTopic {
             name: t.name.clone(),
             topic_id: *uuid::Uuid::new_v4().as_bytes(),
-            shards: snap.place(partitions, self.shards),
+            shards: placed.leader_shards(),
             replication_factor: rf,
             configs: t.configs.clone(),
+            replicas: placed.replicas,
+            replica_shards: placed.replica_shards,
         };
         if validate_only {
             let mut preview = (*snap).clone();
@@ -468,6 +485,12 @@ fn not_controller() -> KafkaError {
         KafkaCode::NotController,
         "This is not the correct controller for this cluster.",
     )
+}
+
+/// The random number placement starts its round robin from (Kafka picks the first broker at
+/// random so topics do not all lead on the same one).
+fn placement_random() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 /// Kafka's topic-name rules, for callers that check a name before asking the controller.

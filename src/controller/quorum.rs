@@ -240,6 +240,8 @@ mod tests {
             shards: vec![0],
             replication_factor: 1,
             configs: BTreeMap::new(),
+            replicas: vec![],
+            replica_shards: vec![],
         }
     }
 
@@ -248,6 +250,10 @@ mod tests {
             node_id: 1,
             host: "h".into(),
             port: 1,
+            rack: None,
+            shards: 2,
+            epoch: 0,
+            fenced: false,
         };
         let mut s = ClusterSnapshot::empty(broker, "c".into());
         for r in records {
@@ -274,6 +280,8 @@ mod tests {
             MetadataRecord::CreatePartitions {
                 name: "a".into(),
                 shards: vec![1],
+                replicas: vec![],
+                replica_shards: vec![],
             },
             MetadataRecord::AlterTopicConfigs {
                 name: "b".into(),

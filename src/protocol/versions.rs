@@ -56,6 +56,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::AddPartitionsToTxn, 0, 3),
     api(ApiKey::AddOffsetsToTxn, 0, 4),
     api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::WriteTxnMarkers, 1, 1),
     api(ApiKey::TxnOffsetCommit, 0, 4),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::ListTransactions, 0, 1),

@@ -73,6 +73,8 @@ pub struct Router {
     /// See `BrokerConfig::fetch_debounce`.
     fetch_debounce: Cell<Duration>,
     metadata_queue: mpsc::UnboundedSender<PendingSnapshot>,
+    /// Who follows the snapshots applied on this shard (see [`Router::watch_snapshots`]).
+    watchers: RefCell<Vec<mpsc::UnboundedSender<Arc<ClusterSnapshot>>>>,
 }
 
 /// A snapshot waiting for this shard's metadata task, and who waits for it.
@@ -99,6 +101,7 @@ impl Router {
             snapshot_seen: RefCell::new(Some(first_tx)),
             fetch_debounce: Cell::new(Duration::ZERO),
             metadata_queue,
+            watchers: RefCell::new(Vec::new()),
         });
         runtime::detach(Self::apply_snapshots(Rc::downgrade(&router), queued));
         (router, first_rx)
@@ -201,7 +204,7 @@ impl Router {
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| self.owns(p.shard))
+                    .filter(|p| p.local_replica() && self.owns(p.shard))
                     .map(move |p| {
                         let placement = Placement {
                             topic_id: t.topic_id,
@@ -231,10 +234,21 @@ impl Router {
         if !self.local.apply_metadata(desired).await {
             return;
         }
-        *self.snapshot.borrow_mut() = snapshot;
+        *self.snapshot.borrow_mut() = snapshot.clone();
+        self.watchers
+            .borrow_mut()
+            .retain(|w| w.unbounded_send(snapshot.clone()).is_ok());
         if let Some(first) = self.snapshot_seen.borrow_mut().take() {
             let _ = first.send(());
         }
+    }
+
+    /// Every snapshot this shard applies from now on, once its partitions are open here (how
+    /// the coordinators follow the leadership of their internal topics' partitions).
+    pub fn watch_snapshots(&self) -> mpsc::UnboundedReceiver<Arc<ClusterSnapshot>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.watchers.borrow_mut().push(tx);
+        rx
     }
 
     /// The publish sink the controller uses: every shard applies, then this completes.

@@ -256,6 +256,7 @@ async fn run_request(
         RequestKind::AddPartitionsToTxn(r) => h.add_partitions_to_txn(r, version).await,
         RequestKind::AddOffsetsToTxn(r) => h.add_offsets_to_txn(r, version).await,
         RequestKind::EndTxn(r) => h.end_txn(r, version).await,
+        RequestKind::WriteTxnMarkers(r) => h.write_txn_markers(r).await,
         RequestKind::TxnOffsetCommit(r) => h.txn_offset_commit(r, version).await,
         RequestKind::DescribeProducers(r) => h.describe_producers(r).await,
         RequestKind::ListTransactions(r) => h.list_transactions(r).await,
