@@ -1,7 +1,7 @@
 use std::fmt;
 
 /// Kafka protocol error codes the broker returns. The numbers are Kafka's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(i16)]
 pub enum KafkaCode {
     None = 0,
@@ -85,7 +85,7 @@ impl KafkaCode {
 }
 
 /// An error with the Kafka code a client should see and a message for humans.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KafkaError {
     pub code: KafkaCode,
     pub message: String,

@@ -148,6 +148,16 @@ pub struct BrokerArgs {
     /// host:port of the Prometheus metrics and admin HTTP API [default: off]
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// The controller quorum, id@host:port,... (Kafka's controller.quorum.voters) [default:
+    /// none: a single node]
+    #[arg(long)]
+    pub controller_voters: Option<String>,
+    /// host:port this voter's controller listener binds [default: its voters entry]
+    #[arg(long)]
+    pub controller_listen: Option<String>,
+    /// This broker's rack (Kafka's broker.rack)
+    #[arg(long)]
+    pub rack: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -169,6 +179,9 @@ impl BrokerArgs {
             durability: self.durability,
             profile: self.profile.clone(),
             metrics_listen: self.metrics_listen.clone(),
+            controller_voters: self.controller_voters.clone(),
+            controller_listen: self.controller_listen.clone(),
+            rack: self.rack.clone(),
             ..Default::default()
         }
     }

@@ -344,6 +344,61 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     pub queued_max_request_bytes: usize,
     pub fetch_max_bytes: usize,
+    /// The controller quorum (`--controller-voters id@host:port,...`); empty: a single node
+    /// with its local metadata log.
+    pub controller_voters: Vec<ControllerVoter>,
+    /// Where this voter's controller listener binds [default: its address in the voters].
+    pub controller_listen: Option<SocketAddr>,
+    /// Kafka `broker.rack`.
+    pub rack: Option<String>,
+    /// Kafka `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// Kafka `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+}
+
+/// One controller voter: its node id and controller address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerVoter {
+    pub id: i32,
+    pub addr: SocketAddr,
+}
+
+impl BrokerConfig {
+    /// This broker's controller address when it is a voter.
+    pub fn own_voter(&self) -> Option<&ControllerVoter> {
+        self.controller_voters.iter().find(|v| v.id == self.node_id)
+    }
+}
+
+/// Parses `id@host:port,id@host:port,...` (Kafka's `controller.quorum.voters`).
+pub fn parse_controller_voters(text: &str) -> Result<Vec<ControllerVoter>, String> {
+    use std::net::ToSocketAddrs;
+    let mut voters: Vec<ControllerVoter> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("{item:?} is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| format!("{item:?}: the node id {id:?} is not a number"))?;
+        if id < 0 {
+            return Err(format!("{item:?}: the node id must not be negative"));
+        }
+        let addr = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{item:?}: {addr:?} is not host:port ({e})"))?
+            .next()
+            .ok_or_else(|| format!("{item:?}: {addr:?} resolves to no address"))?;
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!("node id {id} is listed twice"));
+        }
+        voters.push(ControllerVoter { id, addr });
+    }
+    if voters.is_empty() {
+        return Err("no voters listed".into());
+    }
+    Ok(voters)
 }
 
 /// The file form: every key optional, absent keys take Kafka's defaults.
@@ -401,6 +456,11 @@ pub struct ConfigFile {
     pub log_cleaner_io_max_bytes_per_second: Option<f64>,
     /// Kafka `log.cleaner.backoff.ms`.
     pub log_cleaner_backoff_ms: Option<i64>,
+    pub controller_voters: Option<String>,
+    pub controller_listen: Option<String>,
+    pub rack: Option<String>,
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -513,8 +573,40 @@ impl ConfigFile {
             fetch_max_bytes,
             log_cleaner_dedupe_buffer_size,
             log_cleaner_io_max_bytes_per_second,
-            log_cleaner_backoff_ms
+            log_cleaner_backoff_ms,
+            controller_voters,
+            controller_listen,
+            rack,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms
         )
+    }
+
+    /// The controller quorum and this voter's listen address, checked.
+    fn resolve_controller(
+        file: &ConfigFile,
+    ) -> Result<(Vec<ControllerVoter>, Option<SocketAddr>), ConfigError> {
+        let voters = match file.controller_voters.as_deref().map(str::trim) {
+            None | Some("") => Vec::new(),
+            Some(text) => parse_controller_voters(text).map_err(|reason| ConfigError::Invalid {
+                key: "controller_voters",
+                reason,
+            })?,
+        };
+        let listen = match &file.controller_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|e| ConfigError::Invalid {
+                key: "controller_listen",
+                reason: format!("{text:?} is not host:port ({e})"),
+            })?),
+        };
+        if listen.is_some() && voters.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "controller_listen",
+                reason: "needs controller_voters".into(),
+            });
+        }
+        Ok((voters, listen))
     }
 
     /// Checks every value and fills in defaults.
@@ -612,7 +704,13 @@ impl ConfigFile {
             log.segment_bytes >= 14 && log.segment_bytes <= u32::MAX as u64,
             "must be between 14 and 4294967295",
         )?;
+        let (controller_voters, controller_listen) = Self::resolve_controller(&self)?;
         let config = BrokerConfig {
+            controller_voters,
+            controller_listen,
+            rack: self.rack.clone().filter(|r| !r.is_empty()),
+            broker_heartbeat_interval_ms: self.broker_heartbeat_interval_ms.unwrap_or(2000),
+            broker_session_timeout_ms: self.broker_session_timeout_ms.unwrap_or(9000),
             node_id: self.node_id.unwrap_or(1),
             listen,
             advertised_listener: self.advertised_listener,
@@ -724,6 +822,25 @@ impl ConfigFile {
             "must not be negative",
         )?;
         check("node_id", config.node_id >= 0, "must not be negative")?;
+        check(
+            "broker_heartbeat_interval_ms",
+            config.broker_heartbeat_interval_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "broker_session_timeout_ms",
+            config.broker_session_timeout_ms > config.broker_heartbeat_interval_ms,
+            "must be greater than broker_heartbeat_interval_ms",
+        )?;
+        check(
+            "controller_voters",
+            config.controller_voters.is_empty() || config.own_voter().is_some(),
+            &format!(
+                "node {} is not among the voters; a broker that is not a controller voter is \
+                 not supported yet: list it in controller_voters",
+                config.node_id
+            ),
+        )?;
         check(
             "num_partitions",
             config.num_partitions >= 1,

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::snapshot::TopicInfo;
 use super::{placement, validate, Controller, MetadataRecord};
 use crate::base::{KafkaCode, KafkaError};
 
 /// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType` ids).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigOp {
     Set,
     Delete,
@@ -30,7 +32,7 @@ impl ConfigOp {
 }
 
 /// How one topic's configs change.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConfigChange {
     /// AlterConfigs: the topic's configs become exactly these.
     Replace(BTreeMap<String, String>),
@@ -39,7 +41,7 @@ pub enum ConfigChange {
 }
 
 /// A topic change the controller runs for an admin request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminOp {
     AlterConfigs {
         changes: Vec<(String, ConfigChange)>,
@@ -130,6 +132,23 @@ pub fn changed_configs(
 impl Controller {
     /// Runs an admin topic change; publishes once if anything was committed.
     pub async fn run_admin(&self, op: AdminOp) -> AdminResults {
+        let validate_only = match &op {
+            AdminOp::AlterConfigs { validate_only, .. }
+            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
+        };
+        if !validate_only && !self.leads() {
+            let names = match &op {
+                AdminOp::AlterConfigs { changes, .. } => {
+                    changes.iter().map(|c| c.0.clone()).collect()
+                }
+                AdminOp::CreatePartitions { topics, .. } => {
+                    topics.iter().map(|t| t.0.clone()).collect()
+                }
+            };
+            return self
+                .forward_results(super::ControllerCommand::Admin { op }, names)
+                .await;
+        }
         let (results, changed) = match op {
             AdminOp::AlterConfigs {
                 changes,

@@ -204,7 +204,7 @@ fn load_or_create_cluster_id(dir: &Path) -> std::io::Result<String> {
     Ok(id)
 }
 
-fn base64_url(bytes: &[u8]) -> String {
+pub(super) fn base64_url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     let mut bits = 0u32;

@@ -12,16 +12,23 @@ pub mod change;
 pub mod election;
 mod metadata_log;
 pub mod placement;
+mod quorum;
+pub mod raft;
 pub mod registry;
 mod snapshot;
 #[cfg(test)]
 mod testkit;
 mod validate;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
 
 use futures::future::LocalBoxFuture;
 use futures::lock::Mutex;
@@ -29,13 +36,19 @@ use futures::lock::Mutex;
 use crate::base::{KafkaCode, KafkaError};
 pub use admin::{AdminOp, AdminResults, ConfigChange, ConfigOp};
 pub use metadata_log::{MetadataLog, MetadataRecord};
+pub use quorum::{ControllerCommand, ControllerReply};
 pub use snapshot::{BrokerInfo, ClusterSnapshot, PartitionInfo, TopicInfo};
 
 /// Delivers a new snapshot to every shard; completes when all have applied it.
 pub type PublishSink = Box<dyn Fn(Arc<ClusterSnapshot>) -> LocalBoxFuture<'static, ()>>;
 
+/// How long a non-leader keeps trying to reach a leader for a forwarded command.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between two attempts while no leader is known.
+const FORWARD_RETRY: Duration = Duration::from_millis(100);
+
 /// A topic to create, as CreateTopics asks for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker default.
@@ -59,15 +72,21 @@ pub struct TopicDefaults {
     pub replication_factor: i16,
 }
 
+/// Where committed metadata lives: the local log of a single node, or the Raft quorum.
+enum Store {
+    Local(MetadataLog),
+    Quorum(quorum::Quorum),
+}
+
 pub struct Controller {
-    log: MetadataLog,
+    store: Store,
     /// Held from a change's validation to its commit, so changes apply one at a time
     /// (each validated against the snapshot the one before it left) while the log's fsync
     /// runs off the reactor.
     changes: Mutex<()>,
-    current: RefCell<Arc<ClusterSnapshot>>,
+    current: Rc<RefCell<Arc<ClusterSnapshot>>>,
     defaults: TopicDefaults,
-    publish: PublishSink,
+    publish: Rc<PublishSink>,
 }
 
 impl Controller {
@@ -87,12 +106,77 @@ impl Controller {
             snapshot.apply(&r);
         }
         Ok(Controller {
-            log,
+            store: Store::Local(log),
             changes: Mutex::new(()),
-            current: RefCell::new(Arc::new(snapshot)),
+            current: Rc::new(RefCell::new(Arc::new(snapshot))),
+            defaults,
+            publish: Rc::new(publish),
+        })
+    }
+
+    /// Joins the Raft quorum `voters` as voter `broker.node_id` (its log in
+    /// `<meta_dir>/raft`, its controller listener on `listen`). Metadata arrives as the
+    /// quorum commits it; until a leader is elected the snapshot has no topics.
+    pub fn open_quorum(
+        meta_dir: &Path,
+        broker: BrokerInfo,
+        shards: usize,
+        defaults: TopicDefaults,
+        publish: PublishSink,
+        voters: &[(u64, SocketAddr)],
+        listen: SocketAddr,
+    ) -> anyhow::Result<Rc<Controller>> {
+        let id = broker.node_id as u64;
+        let broker = BrokerInfo { shards, ..broker };
+        let mut base = ClusterSnapshot::empty(broker, quorum::cluster_id(voters));
+        base.controller_id = -1;
+        let current = Rc::new(RefCell::new(Arc::new(base.clone())));
+        let publish = Rc::new(publish);
+        let machine = Rc::new(quorum::MetadataMachine {
+            base,
+            current: current.clone(),
+            history: RefCell::new(Vec::new()),
+            publish: publish.clone(),
+            dirty: Cell::new(false),
+        });
+        // The command handler needs the controller, which needs the running node.
+        let slot: Rc<RefCell<Weak<Controller>>> = Rc::new(RefCell::new(Weak::new()));
+        let handler_slot = slot.clone();
+        let handler: raft::transport::CommandHandler = Rc::new(move |payload| {
+            let controller = handler_slot.borrow().upgrade();
+            Box::pin(async move {
+                match controller {
+                    Some(c) => c.answer_forwarded(&payload).await,
+                    None => Vec::new(),
+                }
+            })
+        });
+        let (handle, server) =
+            raft::start_voter(id, &meta_dir.join("raft"), voters, listen, machine, handler)?;
+        let controller = Rc::new(Controller {
+            store: Store::Quorum(quorum::Quorum {
+                id,
+                handle,
+                voters: voters.iter().copied().collect(),
+                next_request: Cell::new(1),
+                _server: server,
+            }),
+            changes: Mutex::new(()),
+            current,
             defaults,
             publish,
-        })
+        });
+        *slot.borrow_mut() = Rc::downgrade(&controller);
+        Ok(controller)
+    }
+
+    /// True when this process may validate and commit changes itself (a single node, or
+    /// the Raft leader once it has applied its predecessors' records).
+    pub fn leads(&self) -> bool {
+        match &self.store {
+            Store::Local(_) => true,
+            Store::Quorum(q) => q.leads(),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
@@ -111,6 +195,9 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<CreatedTopic> {
+        if !validate_only && !self.leads() {
+            return self.forward_create_topics(topics).await;
+        }
         let mut results = Vec::with_capacity(topics.len());
         let mut changed = false;
         let guard = self.changes.lock().await;
@@ -179,6 +266,12 @@ impl Controller {
 
     /// Deletes topics by name; publishes once for all of them.
     pub async fn delete_topics(&self, names: Vec<String>) -> Vec<(String, Result<(), KafkaError>)> {
+        if !self.leads() {
+            let cmd = ControllerCommand::DeleteTopics {
+                names: names.clone(),
+            };
+            return self.forward_results(cmd, names).await;
+        }
         let mut results = Vec::with_capacity(names.len());
         let mut changed = false;
         let guard = self.changes.lock().await;
@@ -204,6 +297,15 @@ impl Controller {
 
     /// Hands out the next block of `count` producer ids, durably, as `(first, count)`.
     pub async fn allocate_producer_ids(&self, count: i64) -> Result<(i64, i64), KafkaError> {
+        if !self.leads() {
+            return match self
+                .forward(ControllerCommand::AllocateProducerIds { count })
+                .await
+            {
+                ControllerReply::ProducerIds { result, .. } => result,
+                _ => Err(not_controller()),
+            };
+        }
         let _guard = self.changes.lock().await;
         let first = self.snapshot().next_producer_id;
         self.commit(MetadataRecord::ProducerIds {
@@ -215,15 +317,174 @@ impl Controller {
 
     /// Appends a record durably, then applies it to a new snapshot. Callers hold `changes`.
     async fn commit(&self, record: MetadataRecord) -> Result<(), KafkaError> {
-        self.log
-            .append(&record)
-            .await
-            .map_err(|e| KafkaError::new(KafkaCode::KafkaStorageError, e.to_string()))?;
-        let mut next = (*self.snapshot()).clone();
-        next.apply(&record);
-        *self.current.borrow_mut() = Arc::new(next);
-        Ok(())
+        let q = match &self.store {
+            Store::Local(log) => {
+                log.append(&record)
+                    .await
+                    .map_err(|e| KafkaError::new(KafkaCode::KafkaStorageError, e.to_string()))?;
+                let mut next = (*self.snapshot()).clone();
+                next.apply(&record);
+                *self.current.borrow_mut() = Arc::new(next);
+                return Ok(());
+            }
+            Store::Quorum(q) => q,
+        };
+        let data = serde_json::to_vec(&record)
+            .map_err(|e| KafkaError::new(KafkaCode::UnknownServerError, e.to_string()))?;
+        // Resolves once the record is applied to `current` (by the quorum's machine).
+        match q.handle.propose(data).await {
+            Ok(_) => Ok(()),
+            Err(raft::ProposeError::NotLeader { .. }) => Err(not_controller()),
+            Err(raft::ProposeError::Storage(e)) => {
+                Err(KafkaError::new(KafkaCode::KafkaStorageError, e))
+            }
+        }
     }
+
+    /// Runs a forwarded command here (this is the leader) and returns the reply.
+    async fn execute(&self, command: ControllerCommand) -> ControllerReply {
+        if !self.leads() {
+            return ControllerReply::NotController {
+                leader: self.controller_leader(),
+            };
+        }
+        let results = match command {
+            ControllerCommand::CreateTopics { topics } => self
+                .create_topics(topics, false)
+                .await
+                .into_iter()
+                .map(|t| (t.name, t.result.map(|_| ())))
+                .collect(),
+            ControllerCommand::DeleteTopics { names } => self.delete_topics(names).await,
+            ControllerCommand::Admin { op } => self.run_admin(op).await,
+            ControllerCommand::AllocateProducerIds { count } => {
+                let result = self.allocate_producer_ids(count).await;
+                return ControllerReply::ProducerIds {
+                    result,
+                    index: self.applied_index(),
+                };
+            }
+        };
+        ControllerReply::Results {
+            results,
+            index: self.applied_index(),
+        }
+    }
+
+    /// `execute` behind a box: it calls the public operations, which may forward again.
+    fn execute_boxed(&self, command: ControllerCommand) -> LocalBoxFuture<'_, ControllerReply> {
+        Box::pin(self.execute(command))
+    }
+
+    /// Answers a command another voter forwarded (a kind 1 payload) with a kind 2 payload.
+    async fn answer_forwarded(&self, payload: &[u8]) -> Vec<u8> {
+        let (id, reply) = match serde_json::from_slice::<quorum::CommandEnvelope>(payload) {
+            Ok(env) => (env.id, self.execute(env.command).await),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable forwarded controller command");
+                (0, ControllerReply::NotController { leader: -1 })
+            }
+        };
+        serde_json::to_vec(&quorum::ReplyEnvelope { id, reply }).unwrap_or_default()
+    }
+
+    /// Sends `command` to the leader (or runs it here once this voter leads), retrying
+    /// through leader changes for up to `FORWARD_TIMEOUT`; then waits until this voter has
+    /// applied what the leader had, so the caller sees the change in its snapshot.
+    async fn forward(&self, command: ControllerCommand) -> ControllerReply {
+        let Store::Quorum(q) = &self.store else {
+            return self.execute_boxed(command).await;
+        };
+        let deadline = Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            if q.leads() {
+                return self.execute_boxed(command).await;
+            }
+            if let Some((leader, addr)) = q.leader_addr() {
+                let id = q.next_request.replace(q.next_request.get() + 1);
+                let envelope = quorum::CommandEnvelope {
+                    id,
+                    command: command.clone(),
+                };
+                let payload = serde_json::to_vec(&envelope).unwrap_or_default();
+                let left = deadline.saturating_duration_since(Instant::now());
+                match raft::transport::request(addr, &payload, left).await {
+                    Ok(bytes) => match serde_json::from_slice::<quorum::ReplyEnvelope>(&bytes) {
+                        Ok(env) if !matches!(env.reply, ControllerReply::NotController { .. }) => {
+                            let reached = q.handle.status.wait_applied(env.reply.index());
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            crate::runtime::timeout(left.max(FORWARD_RETRY), reached).await;
+                            return env.reply;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(leader, error = %e, "unreadable controller reply"),
+                    },
+                    Err(e) => {
+                        tracing::debug!(leader, error = %e, "forwarding to the controller failed")
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return ControllerReply::NotController {
+                    leader: q.leader_id(),
+                };
+            }
+            crate::runtime::sleep(FORWARD_RETRY).await;
+        }
+    }
+
+    /// Forwards a command answered per topic; `names` label the errors if no leader answers.
+    async fn forward_results(
+        &self,
+        command: ControllerCommand,
+        names: Vec<String>,
+    ) -> AdminResults {
+        match self.forward(command).await {
+            ControllerReply::Results { results, .. } => results,
+            _ => names
+                .into_iter()
+                .map(|n| (n, Err(not_controller())))
+                .collect(),
+        }
+    }
+
+    async fn forward_create_topics(&self, topics: Vec<NewTopic>) -> Vec<CreatedTopic> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let results = self
+            .forward_results(ControllerCommand::CreateTopics { topics }, names)
+            .await;
+        let snap = self.snapshot();
+        results
+            .into_iter()
+            .map(|(name, result)| {
+                let result = result
+                    .and_then(|()| snap.topics.get(&name).cloned().ok_or_else(not_controller));
+                CreatedTopic { name, result }
+            })
+            .collect()
+    }
+
+    fn applied_index(&self) -> u64 {
+        match &self.store {
+            Store::Local(_) => 0,
+            Store::Quorum(q) => q.handle.status.applied.get(),
+        }
+    }
+
+    /// The current Raft leader (-1: none known); a single node is its own controller.
+    pub fn controller_leader(&self) -> i32 {
+        match &self.store {
+            Store::Local(_) => self.snapshot().controller_id,
+            Store::Quorum(q) => q.leader_id(),
+        }
+    }
+}
+
+fn not_controller() -> KafkaError {
+    KafkaError::new(
+        KafkaCode::NotController,
+        "This is not the correct controller for this cluster.",
+    )
 }
 
 /// The random number placement starts its round robin from (Kafka picks the first broker at

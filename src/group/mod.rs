@@ -357,7 +357,12 @@ pub async fn ensure_offsets_topic(
 /// the brokers the cluster has (so a single node needs no setting). Kafka refuses instead;
 /// sluice's cluster tests start every broker before the first client looks a coordinator up.
 pub(crate) fn internal_topic_replication(router: &Router, configured: i16) -> i16 {
-    let live = router.snapshot().brokers.iter().filter(|b| !b.fenced).count();
+    let live = router
+        .snapshot()
+        .brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .count();
     let brokers = live.max(1);
     configured.min(i16::try_from(brokers).unwrap_or(i16::MAX))
 }

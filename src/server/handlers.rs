@@ -134,7 +134,7 @@ impl Handlers {
             })
             .collect();
         resp.cluster_id = Some(StrBytes::from_string(snap.cluster_id.clone()));
-        resp.controller_id = BrokerId(snap.controller_id);
+        resp.controller_id = BrokerId(metadata_controller_id(&snap));
         resp.cluster_authorized_operations = i32::MIN;
         resp.topics = match requested {
             None => snap
@@ -670,4 +670,15 @@ fn produce_response(
         resp.responses.push(tr);
     }
     ResponseKind::Produce(resp)
+}
+
+/// The controller a Metadata answer names: as in KRaft, any listed broker takes controller
+/// requests (a non-leader forwards them), so while the Raft leader is not among the listed
+/// brokers (or unknown) this broker names itself.
+fn metadata_controller_id(snap: &crate::controller::ClusterSnapshot) -> i32 {
+    if snap.brokers.iter().any(|b| b.node_id == snap.controller_id) {
+        snap.controller_id
+    } else {
+        snap.local_node
+    }
 }

@@ -252,16 +252,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     router.serve_mesh(receivers);
     let mut controller = None;
     if i == crate::router::CONTROLLER_SHARD {
-        let c = Rc::new(Controller::open(
-            &config.data_dir.join("meta"),
-            ctx.broker.clone(),
-            config.cores,
-            TopicDefaults {
-                num_partitions: config.num_partitions,
-                replication_factor: config.default_replication_factor,
-            },
-            Box::new(Router::publisher(Rc::downgrade(&router))),
-        )?);
+        let c = open_controller(config, ctx.broker.clone(), &router)?;
         router.set_controller(c.clone());
         c.publish_current().await;
         controller = Some(c);
@@ -325,6 +316,44 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         controller,
         admin_task,
     })
+}
+
+/// The controller of shard 0: a Raft voter when `controller_voters` is set, else the
+/// single node's local metadata log.
+fn open_controller(
+    config: &BrokerConfig,
+    broker: BrokerInfo,
+    router: &Rc<Router>,
+) -> anyhow::Result<Rc<Controller>> {
+    let meta = config.data_dir.join("meta");
+    let defaults = TopicDefaults {
+        num_partitions: config.num_partitions,
+        replication_factor: config.default_replication_factor,
+    };
+    let publish = Box::new(Router::publisher(Rc::downgrade(router)));
+    if config.controller_voters.is_empty() {
+        let c = Controller::open(&meta, broker, config.cores, defaults, publish)?;
+        return Ok(Rc::new(c));
+    }
+    let own = config
+        .own_voter()
+        .context("this broker is not a controller voter")?;
+    let voters: Vec<(u64, std::net::SocketAddr)> = config
+        .controller_voters
+        .iter()
+        .map(|v| (v.id as u64, v.addr))
+        .collect();
+    let listen = config.controller_listen.unwrap_or(own.addr);
+    tracing::info!(node = config.node_id, %listen, voters = voters.len(), "controller quorum voter");
+    Controller::open_quorum(
+        &meta,
+        broker,
+        config.cores,
+        defaults,
+        publish,
+        &voters,
+        listen,
+    )
 }
 
 /// Every `interval`, forgets the producers this shard's partitions have not heard from in
