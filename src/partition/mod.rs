@@ -16,6 +16,7 @@
 //! Single replica for now: the high watermark is the log's durable end. Uses base, config,
 //! protocol, runtime, log.
 
+pub mod isr;
 mod persist;
 pub mod producer_state;
 
