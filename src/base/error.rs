@@ -45,6 +45,7 @@ pub enum KafkaCode {
     GroupSubscribedToTopic = 86,
     UnknownTopicId = 100,
     NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,

@@ -22,6 +22,8 @@ pub struct PartitionInfo {
     pub shard: usize,
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped on every change of the partition's state (leader, ISR, replicas).
+    pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
 }
@@ -117,6 +119,7 @@ impl ClusterSnapshot {
                         shard,
                         leader: node,
                         leader_epoch: 0,
+                        partition_epoch: 0,
                         replicas: vec![node],
                         isr: vec![node],
                     })
@@ -151,6 +154,7 @@ impl ClusterSnapshot {
                             shard,
                             leader: node,
                             leader_epoch: 0,
+                            partition_epoch: 0,
                             replicas: vec![node],
                             isr: vec![node],
                         }));

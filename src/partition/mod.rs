@@ -13,12 +13,14 @@
 //! restarts: a snapshot is written whenever the log rolls a segment and at close, and the log
 //! after the newest usable snapshot is replayed at open.
 //!
-//! Single replica for now: the high watermark is the log's durable end. Uses base, config,
-//! protocol, runtime, log.
+//! Replication ([`replica`], [`isr`]): the only replica's high watermark is its durable
+//! end; a leader's comes from its followers' fetches; a follower's from its leader. Uses
+//! base, config, protocol, runtime, log.
 
 pub mod isr;
 mod persist;
 pub mod producer_state;
+mod replica;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ use crate::runtime;
 pub use crate::log::Appended;
 use producer_state::ProducerStateTable;
 pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
+pub use replica::{ReplicaRole, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 
 /// Which records a reader may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,6 +85,14 @@ pub struct Partition {
     /// The topic's `min.insync.replicas` (changes with its configs).
     min_insync_replicas: Cell<i32>,
     txn: RefCell<TxnState>,
+    /// Leader, follower or the only replica (see [`replica`]).
+    replica: RefCell<ReplicaRole>,
+    /// Woken when the high watermark moves or the role changes.
+    hw_waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
+    /// Feeds the durable end to the ISR state while this replica leads followers.
+    durable_watch: RefCell<Option<runtime::Task<()>>>,
+    /// The broker's `replica.lag.time.max.ms`.
+    replica_lag_max_ms: Cell<i64>,
 }
 
 /// Producer state and aborted transactions, with the segment the last snapshot was taken in.
@@ -144,6 +155,10 @@ impl Partition {
             message_max_bytes: std::cell::Cell::new(message_max_bytes),
             min_insync_replicas: Cell::new(min_insync),
             txn: RefCell::new(txn),
+            replica: RefCell::new(ReplicaRole::Single),
+            hw_waiters: RefCell::new(Vec::new()),
+            durable_watch: RefCell::new(None),
+            replica_lag_max_ms: Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
         }))
     }
 
@@ -157,20 +172,19 @@ impl Partition {
         self.leader_epoch.set(epoch);
     }
 
+    /// The log's offsets, with the high watermark of this replica's role.
     pub fn offsets(&self) -> LogOffsets {
-        self.log.offsets()
+        LogOffsets {
+            high_watermark: self.high_watermark(),
+            ..self.log.offsets()
+        }
     }
 
     /// The last stable offset: below it every transaction is decided.
     pub fn last_stable_offset(&self) -> i64 {
-        let hw = self.log.offsets().high_watermark;
+        let hw = self.high_watermark();
         let unstable = self.txn.borrow().producers.first_unstable_offset();
         unstable.map_or(hw, |first| first.min(hw))
-    }
-
-    /// Replicas in sync with this leader: itself only, until replication exists.
-    pub fn in_sync_replicas(&self) -> i32 {
-        1
     }
 
     /// Kafka's check before an `acks=all` append: refused with NOT_ENOUGH_REPLICAS (nothing
@@ -200,6 +214,9 @@ impl Partition {
         origin: Origin,
         now: i64,
     ) -> Result<ProduceAppend, KafkaError> {
+        if !self.is_leader() {
+            return Err(replica::not_leader(&self.tp));
+        }
         let (start, len) = self.single_batch(records)?;
         let header = *batch::header(&records[start..]).map_err(corrupt)?;
         let identity = BatchIdentity::of(&header);
@@ -257,6 +274,9 @@ impl Partition {
         kind: ControlType,
         now: i64,
     ) -> Result<Appended, KafkaError> {
+        if !self.is_leader() {
+            return Err(replica::not_leader(&self.tp));
+        }
         self.txn
             .borrow()
             .producers
@@ -410,6 +430,9 @@ impl Partition {
         if acks == 0 {
             return Ok(());
         }
+        if acks == -1 {
+            return self.wait_replicated(appended).await;
+        }
         self.log
             .wait_durable(appended.last_offset)
             .await
@@ -417,7 +440,16 @@ impl Partition {
     }
 
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadResult {
-        let offsets = self.log.offsets();
+        if !self.is_leader() {
+            return ReadResult {
+                error: Some(replica::not_leader(&self.tp)),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                ..ReadResult::default()
+            };
+        }
+        let offsets = self.offsets();
         let lso = self.last_stable_offset();
         let mut result = ReadResult {
             error: None,
@@ -428,7 +460,10 @@ impl Partition {
             aborted: None,
         };
         let read = match isolation {
-            Isolation::ReadUncommitted => self.log.read(offset, max_bytes).await,
+            Isolation::ReadUncommitted => {
+                let hw = offsets.high_watermark;
+                self.log.read_below(offset, max_bytes, hw).await
+            }
             Isolation::ReadCommitted => self.log.read_below(offset, max_bytes, lso).await,
         };
         match read {
@@ -458,9 +493,47 @@ impl Partition {
         self.log.data_waiters()
     }
 
-    /// Fires when the high watermark next moves.
+    /// Fires when the high watermark next moves (or the role changes).
     pub fn data_arrival(&self) -> futures::channel::oneshot::Receiver<()> {
+        self.hw_arrival()
+    }
+
+    /// Fires when the durable end next moves: what a follower's long poll waits for.
+    pub fn durable_arrival(&self) -> futures::channel::oneshot::Receiver<()> {
         self.log.data_arrival()
+    }
+
+    /// A follower's read: whole batches from `offset` up to the durable end (not the HW),
+    /// with the HW to pass on. Only a leader serves it.
+    pub async fn read_for_follower(
+        &self,
+        follower: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> ReadResult {
+        if let Err(e) = self.on_follower_fetch(follower, offset) {
+            return ReadResult {
+                error: Some(e),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                ..ReadResult::default()
+            };
+        }
+        let offsets = self.offsets();
+        let mut result = ReadResult {
+            error: None,
+            high_watermark: offsets.high_watermark,
+            last_stable_offset: self.last_stable_offset(),
+            log_start_offset: offsets.log_start,
+            records: Bytes::new(),
+            aborted: None,
+        };
+        match self.log.read(offset, max_bytes).await {
+            Ok(records) => result.records = records,
+            Err(e) => result.error = Some(storage_error(e)),
+        }
+        result
     }
 
     /// Offset and timestamp of the first record at or after `timestamp`.
@@ -497,6 +570,8 @@ impl Partition {
 
     /// Flushes the log, then writes a snapshot at its end so a clean restart replays nothing.
     pub async fn close(&self) -> Result<(), KafkaError> {
+        self.durable_watch.borrow_mut().take();
+        self.wake_hw_waiters();
         self.log.close().await.map_err(storage_error)?;
         self.snapshots_written().await;
         let snapshot = self
@@ -660,5 +735,7 @@ fn storage_error(e: LogError) -> KafkaError {
     }
 }
 
+#[cfg(test)]
+mod replica_tests;
 #[cfg(test)]
 mod tests;

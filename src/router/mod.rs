@@ -195,18 +195,28 @@ impl Router {
     }
 
     async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
+        let local = snapshot.this_broker().node_id;
         let here = snapshot
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| self.owns(p.shard))
+                    .filter(move |p| p.replicas.contains(&local) && self.owns(p.shard))
                     .map(move |p| {
+                        let role = if p.leader == local {
+                            Role::Leader
+                        } else {
+                            Role::Follower { leader: p.leader }
+                        };
                         let placement = Placement {
                             topic_id: t.topic_id,
                             leader_epoch: p.leader_epoch,
-                            role: Role::Leader,
+                            partition_epoch: p.partition_epoch,
+                            role,
+                            local,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
                         };
                         (TopicPartition::new(t.name.clone(), p.index), placement)
                     })
