@@ -13,14 +13,14 @@
 //! restarts: a snapshot is written whenever the log rolls a segment and at close, and the log
 //! after the newest usable snapshot is replayed at open.
 //!
-//! Replication ([`replica`], [`isr`]): the only replica's high watermark is its durable
+//! Replication ([`leadership`], [`isr`]): the only replica's high watermark is its durable
 //! end; a leader's comes from its followers' fetches; a follower's from its leader. Uses
 //! base, config, protocol, runtime, log.
 
 pub mod isr;
 mod persist;
 pub mod producer_state;
-mod replica;
+mod leadership;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -36,9 +36,9 @@ use crate::protocol::rewrite;
 use crate::runtime;
 
 pub use crate::log::Appended;
+pub use leadership::{ReplicaRole, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 use producer_state::ProducerStateTable;
 pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
-pub use replica::{ReplicaRole, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 
 /// Which records a reader may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,7 +215,7 @@ impl Partition {
         now: i64,
     ) -> Result<ProduceAppend, KafkaError> {
         if !self.is_leader() {
-            return Err(replica::not_leader(&self.tp));
+            return Err(leadership::not_leader(&self.tp));
         }
         let (start, len) = self.single_batch(records)?;
         let header = *batch::header(&records[start..]).map_err(corrupt)?;
@@ -275,7 +275,7 @@ impl Partition {
         now: i64,
     ) -> Result<Appended, KafkaError> {
         if !self.is_leader() {
-            return Err(replica::not_leader(&self.tp));
+            return Err(leadership::not_leader(&self.tp));
         }
         self.txn
             .borrow()
@@ -442,7 +442,7 @@ impl Partition {
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadResult {
         if !self.is_leader() {
             return ReadResult {
-                error: Some(replica::not_leader(&self.tp)),
+                error: Some(leadership::not_leader(&self.tp)),
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
@@ -736,6 +736,6 @@ fn storage_error(e: LogError) -> KafkaError {
 }
 
 #[cfg(test)]
-mod replica_tests;
+mod leadership_tests;
 #[cfg(test)]
 mod tests;

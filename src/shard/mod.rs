@@ -373,7 +373,7 @@ impl Shard {
                 continue;
             };
             let visible_end = match part.isolation {
-                _ if part.replica_id >= 0 => p.durable_end(),
+                _ if part.replica_id >= 0 => p.durable_end_offset(),
                 Isolation::ReadUncommitted => p.offsets().high_watermark,
                 Isolation::ReadCommitted => p.last_stable_offset(),
             };

@@ -1,4 +1,4 @@
-//! This replica's part in replication: the only replica, a leader tracking its followers
+//! Leadership and following: the only replica, a leader tracking its followers
 //! (an [`IsrState`]), or a follower told its high watermark by its leader.
 //!
 //! What consumers may read ends at the high watermark (HW). The only replica's HW is its
@@ -53,7 +53,7 @@ impl Partition {
     }
 
     /// The log's durable end: what a follower may fetch, and the leader's own end.
-    pub fn durable_end(&self) -> i64 {
+    pub fn durable_end_offset(&self) -> i64 {
         self.log.offsets().high_watermark
     }
 
@@ -80,7 +80,7 @@ impl Partition {
     pub fn set_role(self: &Rc<Self>, change: RoleChange) {
         let now = SystemClock.now_ms();
         let hw = self.high_watermark();
-        let durable = self.durable_end();
+        let durable = self.durable_end_offset();
         let (epoch, watch) = {
             let mut role = self.replica.borrow_mut();
             match change {
@@ -149,7 +149,7 @@ impl Partition {
     }
 
     fn on_durable_end(&self) {
-        let end = self.durable_end();
+        let end = self.durable_end_offset();
         let moved = match &mut *self.replica.borrow_mut() {
             ReplicaRole::Leader(isr) => isr.on_leader_end(end),
             _ => false,
@@ -163,7 +163,7 @@ impl Partition {
     /// refused otherwise. The HW may move.
     pub fn on_follower_fetch(&self, follower: i32, offset: i64) -> Result<(), KafkaError> {
         let now = SystemClock.now_ms();
-        let end = self.durable_end();
+        let end = self.durable_end_offset();
         let moved = match &mut *self.replica.borrow_mut() {
             ReplicaRole::Leader(isr) => {
                 isr.on_leader_end(end);
@@ -289,13 +289,19 @@ impl Partition {
 impl Partition {
     /// A follower's append of batches fetched from its leader: offsets and leader epochs
     /// kept as the leader assigned them; the first batch must start at this log's end.
-    /// Producer state follows as on the leader. Returns the last batch appended, if any.
+    /// Producer state follows as on the leader. Returns the range appended (empty at the
+    /// log end when nothing was new).
     ///
     /// Local stand-in until the log's own replicated append lands (see the report).
-    pub fn append_replicated(&self, batches: &Bytes) -> Result<Option<Appended>, KafkaError> {
+    pub fn append_replicated(&self, batches: Bytes) -> Result<Appended, KafkaError> {
         let now = SystemClock.now_ms();
-        let mut last = None;
-        for item in batch::BatchIter::new(batches) {
+        let end = self.log_end_offset();
+        let mut last = Appended {
+            base_offset: end,
+            last_offset: end - 1,
+            log_append_time: None,
+        };
+        for item in batch::BatchIter::new(&batches) {
             let (h, start, len) =
                 item.map_err(|e| KafkaError::new(KafkaCode::CorruptMessage, e.to_string()))?;
             let end = self.log_end_offset();
@@ -315,7 +321,7 @@ impl Partition {
             let raw = BytesMut::from(&batches[start..start + len]);
             let appended = self.log.append(raw, epoch).map_err(storage_error)?;
             self.on_replicated_batch(h, &batches[start..start + len], now);
-            last = Some(appended);
+            last.last_offset = appended.last_offset;
         }
         self.snapshot_on_roll();
         Ok(last)
