@@ -44,6 +44,8 @@ pub enum KafkaCode {
     FencedInstanceId = 82,
     GroupSubscribedToTopic = 86,
     UnknownTopicId = 100,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
     NotEnoughReplicas = 19,
     NotEnoughReplicasAfterAppend = 20,
     OutOfOrderSequenceNumber = 45,
@@ -65,6 +67,15 @@ pub enum KafkaCode {
     UnreleasedInstanceId = 111,
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
+    // The controller's answers about brokers and partitions (cluster).
+    StaleBrokerEpoch = 77,
+    PreferredLeaderNotAvailable = 80,
+    EligibleLeadersNotAvailable = 83,
+    ElectionNotNeeded = 84,
+    NoReassignmentInProgress = 85,
+    InvalidUpdateVersion = 95,
+    BrokerIdNotRegistered = 102,
+    IneligibleReplica = 107,
     UnknownServerError = -1,
 }
 

@@ -321,6 +321,9 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     pub offsets_topic_num_partitions: i32,
+    /// Kafka `offsets.topic.replication.factor` (default 3), capped at the number of brokers
+    /// registered when the topic is created, so a single node needs no setting.
+    pub offsets_topic_replication_factor: i16,
     pub offsets_retention_minutes: i64,
     pub runtime: RuntimeSettings,
     pub socket_buffers: SocketBuffers,
@@ -331,6 +334,9 @@ pub struct BrokerConfig {
     /// Where the Prometheus metrics and the admin HTTP API listen; `None`: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     pub transaction_state_log_num_partitions: i32,
+    /// Kafka `transaction.state.log.replication.factor` (default 3), capped like
+    /// `offsets_topic_replication_factor`.
+    pub transaction_state_log_replication_factor: i16,
     pub transaction_max_timeout_ms: i32,
     pub transactional_id_expiration_ms: i64,
     pub producer_id_expiration_ms: i64,
@@ -370,6 +376,7 @@ pub struct ConfigFile {
     pub group_min_session_timeout_ms: Option<i32>,
     pub group_max_session_timeout_ms: Option<i32>,
     pub offsets_topic_num_partitions: Option<i32>,
+    pub offsets_topic_replication_factor: Option<i16>,
     pub offsets_retention_minutes: Option<i64>,
     /// A built-in profile the rest of this file (and the flags) layer over.
     pub profile: Option<String>,
@@ -382,6 +389,7 @@ pub struct ConfigFile {
     pub fetch_debounce_ms: Option<u64>,
     pub metrics_listen: Option<String>,
     pub transaction_state_log_num_partitions: Option<i32>,
+    pub transaction_state_log_replication_factor: Option<i16>,
     pub transaction_max_timeout_ms: Option<i32>,
     pub transactional_id_expiration_ms: Option<i64>,
     pub producer_id_expiration_ms: Option<i64>,
@@ -486,6 +494,7 @@ impl ConfigFile {
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             offsets_topic_num_partitions,
+            offsets_topic_replication_factor,
             offsets_retention_minutes,
             profile,
             group_commit_window_us,
@@ -497,6 +506,7 @@ impl ConfigFile {
             fetch_debounce_ms,
             metrics_listen,
             transaction_state_log_num_partitions,
+            transaction_state_log_replication_factor,
             transaction_max_timeout_ms,
             transactional_id_expiration_ms,
             producer_id_expiration_ms,
@@ -627,6 +637,7 @@ impl ConfigFile {
             group_min_session_timeout_ms: self.group_min_session_timeout_ms.unwrap_or(6000),
             group_max_session_timeout_ms: self.group_max_session_timeout_ms.unwrap_or(1_800_000),
             offsets_topic_num_partitions: self.offsets_topic_num_partitions.unwrap_or(50),
+            offsets_topic_replication_factor: self.offsets_topic_replication_factor.unwrap_or(3),
             offsets_retention_minutes: self.offsets_retention_minutes.unwrap_or(7 * 24 * 60),
             runtime,
             socket_buffers,
@@ -635,6 +646,9 @@ impl ConfigFile {
             transaction_state_log_num_partitions: self
                 .transaction_state_log_num_partitions
                 .unwrap_or(50),
+            transaction_state_log_replication_factor: self
+                .transaction_state_log_replication_factor
+                .unwrap_or(3),
             transaction_max_timeout_ms: self.transaction_max_timeout_ms.unwrap_or(900_000),
             transactional_id_expiration_ms: self
                 .transactional_id_expiration_ms
@@ -697,6 +711,16 @@ impl ConfigFile {
         check(
             "producer_id_expiration_ms",
             config.producer_id_expiration_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "offsets_topic_replication_factor",
+            config.offsets_topic_replication_factor >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "transaction_state_log_replication_factor",
+            config.transaction_state_log_replication_factor >= 1,
             "must be at least 1",
         )?;
         check(

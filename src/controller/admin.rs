@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{validate, Controller, MetadataRecord};
+use super::snapshot::TopicInfo;
+use super::{placement, validate, Controller, MetadataRecord};
 use crate::base::{KafkaCode, KafkaError};
 
 /// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType` ids).
@@ -222,12 +223,32 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
+        let placed = placement::assign(
+            &snap,
+            placement::NewPartitions {
+                first: current,
+                count: count - current,
+                replication_factor: replication_factor_of(topic),
+            },
+            super::placement_random(),
+        )?;
         self.commit(MetadataRecord::CreatePartitions {
             name: name.to_owned(),
-            shards: snap.place(count - current, self.shards),
+            shards: placed.leader_shards(),
+            replicas: placed.replicas,
+            replica_shards: placed.replica_shards,
         })
         .await
     }
+}
+
+/// New partitions get as many replicas as the topic's first partition has (Kafka's rule for
+/// CreatePartitions without an assignment), or the topic's replication factor.
+fn replication_factor_of(topic: &TopicInfo) -> i16 {
+    topic
+        .partitions
+        .first()
+        .map_or(topic.replication_factor, |p| p.replicas.len() as i16)
 }
 
 #[cfg(test)]

@@ -16,17 +16,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime;
 
-/// One committed metadata change.
+/// One committed metadata change. Fields added for the cluster carry `#[serde(default)]`,
+/// so a metadata.log written by a single-node broker before them still loads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
     CreateTopic {
         name: String,
         topic_id: [u8; 16],
-        /// Owner shard of each partition, by partition index.
+        /// Owner shard of each partition, by partition index, when `replicas` is empty (a
+        /// record from before the cluster: the partition lives on this node only). With
+        /// `replicas` set it repeats the preferred leader's shard and is informational.
         shards: Vec<usize>,
         replication_factor: i16,
         configs: BTreeMap<String, String>,
+        /// `replicas[p]`: the brokers of partition p, the first one the preferred leader.
+        #[serde(default)]
+        replicas: Vec<Vec<i32>>,
+        /// `replica_shards[p][k]`: the shard holding partition p on broker `replicas[p][k]`.
+        #[serde(default)]
+        replica_shards: Vec<Vec<usize>>,
     },
     DeleteTopic {
         name: String,
@@ -36,14 +45,58 @@ pub enum MetadataRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
-    /// Partitions added to a topic (CreatePartitions): the owner shard of each new one.
+    /// Partitions added to a topic (CreatePartitions), with the same placement fields as
+    /// `CreateTopic`, indexed from the first new partition.
     CreatePartitions {
         name: String,
         shards: Vec<usize>,
+        #[serde(default)]
+        replicas: Vec<Vec<i32>>,
+        #[serde(default)]
+        replica_shards: Vec<Vec<usize>>,
     },
     /// Producer ids below `next_producer_id` are handed out (KRaft's ProducerIdsRecord).
     ProducerIds {
         next_producer_id: i64,
+    },
+    /// A broker (re)registered: `epoch` is the Raft index of the registration, so a restarted
+    /// broker gets a higher one. A registered broker starts fenced (KRaft's
+    /// BrokerRegistrationRecord) until an `UnfenceBroker` follows.
+    RegisterBroker {
+        node_id: i32,
+        epoch: i64,
+        host: String,
+        port: i32,
+        #[serde(default)]
+        rack: Option<String>,
+        shards: usize,
+    },
+    /// The broker stops counting as alive (missed heartbeats, or shut down). Applies only to
+    /// the registration with this `epoch`.
+    FenceBroker {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// The broker counts as alive again. Applies only to the registration with this `epoch`.
+    UnfenceBroker {
+        node_id: i32,
+        epoch: i64,
+    },
+    /// The whole new state of one partition: leader (−1 = none), epochs, ISR, replicas and
+    /// their shards, and a reassignment in progress (KIP-455 `adding` / `removing`).
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+        replicas: Vec<i32>,
+        replica_shards: Vec<usize>,
+        #[serde(default)]
+        adding: Vec<i32>,
+        #[serde(default)]
+        removing: Vec<i32>,
     },
 }
 
@@ -181,7 +234,92 @@ mod tests {
             shards: vec![0, 1],
             replication_factor: 1,
             configs: BTreeMap::new(),
+            replicas: vec![],
+            replica_shards: vec![],
         }
+    }
+
+    /// Frames `json` exactly as `encode_record` does, for records written by older builds.
+    fn frame(json: &str) -> Vec<u8> {
+        let mut out = (json.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&crc32c::crc32c(json.as_bytes()).to_be_bytes());
+        out.extend_from_slice(json.as_bytes());
+        out
+    }
+
+    #[test]
+    fn single_node_log_from_before_the_cluster_fields_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "[7,7,7,7,7,7,7,7,7,7,7,7,7,7,7,7]";
+        let mut bytes = frame(&format!(
+            r#"{{"type":"CreateTopic","name":"a","topic_id":{id},"shards":[0,1],"replication_factor":1,"configs":{{}}}}"#
+        ));
+        bytes.extend(frame(
+            r#"{"type":"CreatePartitions","name":"a","shards":[1]}"#,
+        ));
+        bytes.extend(frame(r#"{"type":"ProducerIds","next_producer_id":5}"#));
+        std::fs::write(dir.path().join("metadata.log"), &bytes).unwrap();
+        let (_, recs) = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(
+            recs,
+            vec![
+                create("a"),
+                MetadataRecord::CreatePartitions {
+                    name: "a".into(),
+                    shards: vec![1],
+                    replicas: vec![],
+                    replica_shards: vec![],
+                },
+                MetadataRecord::ProducerIds {
+                    next_producer_id: 5
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_records_round_trip_through_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = vec![
+            MetadataRecord::RegisterBroker {
+                node_id: 2,
+                epoch: 17,
+                host: "h".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+                shards: 2,
+            },
+            MetadataRecord::FenceBroker {
+                node_id: 2,
+                epoch: 17,
+            },
+            MetadataRecord::UnfenceBroker {
+                node_id: 2,
+                epoch: 17,
+            },
+            MetadataRecord::PartitionChange {
+                topic: "a".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: 3,
+                partition_epoch: 4,
+                isr: vec![2],
+                replicas: vec![2, 1],
+                replica_shards: vec![1, 0],
+                adding: vec![1],
+                removing: vec![],
+            },
+        ];
+        {
+            let (log, _) = MetadataLog::open(dir.path()).unwrap();
+            runtime::block_on(async {
+                for r in &records {
+                    log.append(r).await.unwrap();
+                }
+            });
+        }
+        let (_, again) = MetadataLog::open(dir.path()).unwrap();
+        assert_eq!(again, records);
     }
 
     #[test]

@@ -8,8 +8,14 @@
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
 mod admin;
+pub mod change;
+pub mod election;
 mod metadata_log;
+pub mod placement;
+pub mod registry;
 mod snapshot;
+#[cfg(test)]
+mod testkit;
 mod validate;
 
 use std::cell::RefCell;
@@ -60,7 +66,6 @@ pub struct Controller {
     /// runs off the reactor.
     changes: Mutex<()>,
     current: RefCell<Arc<ClusterSnapshot>>,
-    shards: usize,
     defaults: TopicDefaults,
     publish: PublishSink,
 }
@@ -75,6 +80,8 @@ impl Controller {
         publish: PublishSink,
     ) -> std::io::Result<Controller> {
         let (log, records) = MetadataLog::open(meta_dir)?;
+        // Placement spreads this broker's replicas over the shards it runs.
+        let broker = BrokerInfo { shards, ..broker };
         let mut snapshot = ClusterSnapshot::empty(broker, log.cluster_id().to_owned());
         for r in records {
             snapshot.apply(&r);
@@ -83,7 +90,6 @@ impl Controller {
             log,
             changes: Mutex::new(()),
             current: RefCell::new(Arc::new(snapshot)),
-            shards,
             defaults,
             publish,
         })
@@ -142,14 +148,25 @@ impl Controller {
             -1 => self.defaults.replication_factor,
             n => n,
         };
-        validate::replication_factor(rf, snap.brokers.len())?;
+        validate::replication_factor(rf, snap.live_brokers().count())?;
         validate::configs(&t.configs)?;
+        let placed = placement::assign(
+            &snap,
+            placement::NewPartitions {
+                first: 0,
+                count: partitions,
+                replication_factor: rf,
+            },
+            placement_random(),
+        )?;
         let record = MetadataRecord::CreateTopic {
             name: t.name.clone(),
             topic_id: *uuid::Uuid::new_v4().as_bytes(),
-            shards: snap.place(partitions, self.shards),
+            shards: placed.leader_shards(),
             replication_factor: rf,
             configs: t.configs.clone(),
+            replicas: placed.replicas,
+            replica_shards: placed.replica_shards,
         };
         if validate_only {
             let mut preview = (*snap).clone();
@@ -236,6 +253,12 @@ impl Controller {
             ),
         ))
     }
+}
+
+/// The random number placement starts its round robin from (Kafka picks the first broker at
+/// random so topics do not all lead on the same one).
+fn placement_random() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 /// Kafka's topic-name rules, for callers that check a name before asking the controller.

@@ -127,6 +127,13 @@ impl Coordinator {
         self.groups.get(id)
     }
 
+    /// Forgets every group `gone` names (their offsets partition moved to another broker,
+    /// whose coordinator reloads them from the log).
+    pub fn unload(&mut self, gone: impl Fn(&str) -> bool) {
+        self.groups.retain(|id, _| !gone(id));
+        self.consumer_groups.retain(|id, _| !gone(id));
+    }
+
     fn new_member_id(&mut self, client_id: &str) -> String {
         self.next_member += 1;
         format!("{client_id}-{}", uuid::Uuid::new_v4())

@@ -9,6 +9,7 @@
 pub mod assignor;
 pub mod consumer;
 pub mod coordinator;
+pub mod leadership;
 pub mod records;
 pub mod state;
 
@@ -22,10 +23,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
-use crate::controller::NewTopic;
+use crate::controller::{ClusterSnapshot, NewTopic};
 use crate::partition::Isolation;
 use crate::protocol::batch;
 use crate::router::Router;
@@ -34,6 +36,7 @@ use crate::shard::{FetchPart, Origin, ProducePart};
 
 pub use consumer::{ConsumerGroup, Heartbeat, HeartbeatReply};
 pub use coordinator::{Coordinator, GroupDescription, MemberRef, OffsetCommits};
+use leadership::{Coordinates, Ownership};
 pub use records::CommittedOffset;
 pub use state::{GroupConfig, GroupState, JoinRequest, JoinResult, Output, SyncResult, Token};
 
@@ -46,18 +49,42 @@ pub struct GroupSettings {
     pub coordinator: GroupConfig,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
 }
 
-/// Answers parked requests get.
+/// Answers parked requests get, and the group each waits in.
 enum Parked {
-    Join(oneshot::Sender<JoinResult>),
-    Sync(oneshot::Sender<SyncResult>),
+    Join(String, oneshot::Sender<JoinResult>),
+    Sync(String, oneshot::Sender<SyncResult>),
 }
 
-/// One shard's coordinator and the channels of its parked requests.
+impl Parked {
+    fn group(&self) -> &str {
+        match self {
+            Parked::Join(g, _) | Parked::Sync(g, _) => g,
+        }
+    }
+
+    /// Answers the request with `code` instead of waiting for the group.
+    fn fail(self, code: KafkaCode) {
+        match self {
+            Parked::Join(_, tx) => {
+                let _ = tx.send(JoinResult::error(code, ""));
+            }
+            Parked::Sync(_, tx) => {
+                let _ = tx.send(SyncResult::error(code));
+            }
+        }
+    }
+}
+
+/// One shard's coordinator, the offsets partitions it leads, and the channels of its parked
+/// requests.
 struct GroupShard {
     router: Rc<Router>,
     coordinator: RefCell<Coordinator>,
+    owned: RefCell<Ownership>,
     parked: RefCell<HashMap<Token, Parked>>,
     next_token: Cell<Token>,
 }
@@ -74,25 +101,62 @@ fn now_ms() -> i64 {
     SystemClock.now_ms()
 }
 
-/// Sets up this shard's coordinator, loads the groups of the offsets partitions it owns, and
-/// starts its timer. Call once per shard before serving requests.
+/// Sets up this shard's coordinator, loads the groups of the offsets partitions it leads,
+/// follows their leadership from then on, and starts its timer. Call once per shard before
+/// serving requests.
 pub async fn install(router: Rc<Router>, settings: &GroupSettings) {
     let shell = Rc::new(GroupShard {
         router: router.clone(),
         coordinator: RefCell::new(Coordinator::new(settings.coordinator.clone())),
+        owned: RefCell::new(Ownership::default()),
         parked: RefCell::new(HashMap::new()),
         next_token: Cell::new(1),
     });
     LOCAL.with(|l| *l.borrow_mut() = Some(shell.clone()));
-    load_owned_partitions(&shell).await;
+    leadership::follow(&router, OFFSETS_TOPIC, &shell).await;
     runtime::detach(run_timer(Rc::downgrade(&shell)));
 }
 
-/// Replays every `__consumer_offsets` partition this shard owns into the coordinator.
-async fn load_owned_partitions(shell: &GroupShard) {
+impl Coordinates for GroupShard {
+    fn ownership(&self) -> &RefCell<Ownership> {
+        &self.owned
+    }
+
+    fn load(self: Rc<Self>, partition: i32) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move { load_partition(&self, partition).await })
+    }
+
+    fn unload(&self, partition: i32) {
+        let partitions = offsets_partitions(&self.router.snapshot());
+        let gone = |group: &str| records::partition_for(group, partitions) == partition;
+        self.coordinator.borrow_mut().unload(gone);
+        let waiting: Vec<Token> = self
+            .parked
+            .borrow()
+            .iter()
+            .filter(|(_, p)| gone(p.group()))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in waiting {
+            if let Some(p) = self.parked.borrow_mut().remove(&t) {
+                p.fail(KafkaCode::NotCoordinator);
+            }
+        }
+    }
+}
+
+/// How many partitions `__consumer_offsets` has (0 before it exists).
+fn offsets_partitions(snap: &ClusterSnapshot) -> i32 {
+    snap.topics
+        .get(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len() as i32)
+}
+
+/// Replays one `__consumer_offsets` partition into the coordinator.
+async fn load_partition(shell: &GroupShard, partition: i32) {
     let mut loaded = 0usize;
     let now = now_ms();
-    replay_owned(&shell.router, OFFSETS_TOPIC, |r| {
+    replay_partition(&shell.router, OFFSETS_TOPIC, partition, |r| {
         if r.control {
             if let Some(commit) = r.key.as_deref().and_then(marker_commits) {
                 shell
@@ -110,50 +174,39 @@ async fn load_owned_partitions(shell: &GroupShard) {
     })
     .await;
     if loaded > 0 {
-        tracing::info!(records = loaded, "consumer groups loaded");
+        tracing::info!(partition, records = loaded, "consumer groups loaded");
     }
 }
 
-/// Reads every partition of the internal topic `topic` that this shard owns from its start,
-/// handing each record to `each` in offset order (how coordinators rebuild their state).
-pub(crate) async fn replay_owned(
+/// Reads partition `partition` of the internal topic `topic` from its start, handing each
+/// record to `each` in offset order (how coordinators rebuild their state).
+pub(crate) async fn replay_partition(
     router: &Router,
     topic: &str,
+    partition: i32,
     mut each: impl FnMut(kafka_protocol::records::Record),
 ) {
-    let snap = router.snapshot();
-    let Some(info) = snap.topics.get(topic) else {
-        return;
-    };
-    let mine: Vec<i32> = info
-        .partitions
-        .iter()
-        .filter(|p| router.owns(p.shard))
-        .map(|p| p.index)
-        .collect();
-    for p in mine {
-        let mut offset = 0i64;
-        loop {
-            let part = FetchPart {
-                tp: TopicPartition::new(topic, p),
-                offset,
-                max_bytes: 4 << 20,
-                isolation: Isolation::ReadUncommitted,
-                replica_id: -1,
-            };
-            let read = router.fetch_once(&[part]).await.remove(0);
-            if read.error.is_some() || read.records.is_empty() {
-                break;
-            }
-            let mut buf = read.records.clone();
-            let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
-                break;
-            };
-            for set in sets {
-                for r in set.records {
-                    offset = offset.max(r.offset + 1);
-                    each(r);
-                }
+    let mut offset = 0i64;
+    loop {
+        let part = FetchPart {
+            tp: TopicPartition::new(topic, partition),
+            offset,
+            max_bytes: 4 << 20,
+            isolation: Isolation::ReadUncommitted,
+            replica_id: -1,
+        };
+        let read = router.fetch_once(&[part]).await.remove(0);
+        if read.error.is_some() || read.records.is_empty() {
+            break;
+        }
+        let mut buf = read.records.clone();
+        let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
+            break;
+        };
+        for set in sets {
+            for r in set.records {
+                offset = offset.max(r.offset + 1);
+                each(r);
             }
         }
     }
@@ -190,12 +243,12 @@ impl GroupShard {
         for o in outputs {
             match o {
                 Output::Join(t, r) => {
-                    if let Some(Parked::Join(tx)) = self.parked.borrow_mut().remove(&t) {
+                    if let Some(Parked::Join(_, tx)) = self.parked.borrow_mut().remove(&t) {
                         let _ = tx.send(r);
                     }
                 }
                 Output::Sync(t, r) => {
-                    if let Some(Parked::Sync(tx)) = self.parked.borrow_mut().remove(&t) {
+                    if let Some(Parked::Sync(_, tx)) = self.parked.borrow_mut().remove(&t) {
                         let _ = tx.send(r);
                     }
                 }
@@ -285,7 +338,10 @@ pub async fn ensure_offsets_topic(
             vec![NewTopic {
                 name: OFFSETS_TOPIC.to_owned(),
                 num_partitions: settings.offsets_partitions,
-                replication_factor: 1,
+                replication_factor: internal_topic_replication(
+                    router,
+                    settings.offsets_replication_factor,
+                ),
                 configs,
             }],
             false,
@@ -298,15 +354,33 @@ pub async fn ensure_offsets_topic(
     }
 }
 
-/// The shard coordinating `group`, or COORDINATOR_NOT_AVAILABLE before the topic exists.
-fn coordinator_shard(router: &Router, group: &str) -> Result<usize, KafkaCode> {
+/// The replication factor of a coordinator's internal topic: the configured one, capped at
+/// the brokers the cluster has (so a single node needs no setting). Kafka refuses instead;
+/// sluice's cluster tests start every broker before the first client looks a coordinator up.
+pub(crate) fn internal_topic_replication(router: &Router, configured: i16) -> i16 {
+    let live = router
+        .snapshot()
+        .brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .count();
+    let brokers = live.max(1);
+    configured.min(i16::try_from(brokers).unwrap_or(i16::MAX))
+}
+
+/// The shard coordinating `group` and its offsets partition; COORDINATOR_NOT_AVAILABLE before
+/// the topic exists, NOT_COORDINATOR when another broker leads the partition.
+fn coordinator_shard(router: &Router, group: &str) -> Result<(usize, i32), KafkaCode> {
     let snap = router.snapshot();
     let topic = snap
         .topics
         .get(OFFSETS_TOPIC)
         .ok_or(KafkaCode::CoordinatorNotAvailable)?;
     let p = records::partition_for(group, topic.partitions.len() as i32);
-    Ok(router.shard_of(topic.partitions[p as usize].shard))
+    if !leadership::led_by_this_broker(&snap, OFFSETS_TOPIC, p) {
+        return Err(KafkaCode::NotCoordinator);
+    }
+    Ok((router.shard_of(topic.partitions[p as usize].shard), p))
 }
 
 /// Runs `work` on the shard coordinating `group` and returns its answer.
@@ -316,20 +390,24 @@ where
     F: FnOnce(Rc<GroupShard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    let shard = coordinator_shard(router, group)?;
+    let (shard, partition) = coordinator_shard(router, group)?;
     let (tx, rx) = oneshot::channel();
     router
         .invoke_on(
             shard,
             Box::new(move || {
                 let Some(shell) = local() else { return };
+                if let Err(code) = shell.owned.borrow().check(partition) {
+                    let _ = tx.send(Err(code));
+                    return;
+                }
                 runtime::detach(async move {
-                    let _ = tx.send(work(shell).await);
+                    let _ = tx.send(Ok(work(shell).await));
                 });
             }),
         )
         .await;
-    rx.await.map_err(|_| KafkaCode::CoordinatorNotAvailable)
+    rx.await.unwrap_or(Err(KafkaCode::CoordinatorNotAvailable))
 }
 
 pub async fn join(router: &Router, group: String, req: JoinRequest) -> JoinResult {
@@ -338,7 +416,9 @@ pub async fn join(router: &Router, group: String, req: JoinRequest) -> JoinResul
     let result = on_coordinator(router, &group, move |s| async move {
         let token = s.token();
         let (tx, rx) = oneshot::channel();
-        s.parked.borrow_mut().insert(token, Parked::Join(tx));
+        s.parked
+            .borrow_mut()
+            .insert(token, Parked::Join(g.clone(), tx));
         let outputs = s.coordinator.borrow_mut().join(token, &g, req, now_ms());
         s.deliver(outputs);
         rx.await
@@ -358,7 +438,9 @@ pub async fn sync(
     let result = on_coordinator(router, &group, move |s| async move {
         let token = s.token();
         let (tx, rx) = oneshot::channel();
-        s.parked.borrow_mut().insert(token, Parked::Sync(tx));
+        s.parked
+            .borrow_mut()
+            .insert(token, Parked::Sync(g.clone(), tx));
         let outputs = s
             .coordinator
             .borrow_mut()

@@ -53,7 +53,12 @@ impl Flusher {
     pub async fn run(mut self, done: oneshot::Sender<()>) {
         loop {
             let Some(log) = self.log.upgrade() else { break };
-            let (writes, closing) = log.take_pending();
+            let (writes, closing, replacement) = log.take_pending();
+            if let Some(appender) = replacement {
+                // A truncation moved the active end; the old appender's file and partial
+                // page no longer describe it.
+                self.appender = Some(appender);
+            }
             if !writes.is_empty() {
                 let released: u64 = writes.iter().map(|w| w.bytes.len() as u64).sum();
                 let last = writes.last().map_or(-1, |w| w.last_offset);

@@ -113,6 +113,17 @@ impl SegmentIndex {
         self.times.as_bytes()
     }
 
+    /// Forgets the batches from `relative_offset` on, which started at `position` (a
+    /// truncation cut the segment there).
+    pub fn truncate(&mut self, relative_offset: u32, position: u32) {
+        self.offsets.retain(|e| e.position.get() < position);
+        self.times
+            .retain(|e| e.relative_offset.get() < relative_offset);
+        self.max_timestamp = self.times.last().map_or(-1, |t| t.timestamp.get());
+        // The next batch gets an entry at once: cheaper than recounting the bytes since one.
+        self.bytes_since_entry = u64::MAX / 2;
+    }
+
     /// Rebuilds from index file contents; `None` if a file is not a whole number of entries.
     pub fn from_files(offset_file: &[u8], time_file: &[u8]) -> Option<Self> {
         let offsets = <[OffsetEntry]>::ref_from_bytes(offset_file).ok()?.to_vec();
@@ -151,6 +162,24 @@ mod tests {
         let back = SegmentIndex::from_files(ix.offset_bytes(), ix.time_bytes()).unwrap();
         assert_eq!(back.position_for(3), 5000);
         assert_eq!(back.max_timestamp(), 20);
+    }
+
+    #[test]
+    fn truncate_forgets_entries_from_the_cut() {
+        let mut ix = SegmentIndex::default();
+        for i in 0..10u32 {
+            ix.on_batch(i * 10, i * 1000, 1000, 100 + i as i64, 1);
+        }
+        ix.truncate(50, 5000);
+        assert_eq!(ix.position_for(99), 4000);
+        assert_eq!(ix.max_timestamp(), 104);
+        assert_eq!(ix.relative_offset_for_time(105), None);
+        ix.on_batch(50, 5000, 10, 7, 4096);
+        assert_eq!(
+            ix.position_for(50),
+            5000,
+            "the next batch is indexed at once"
+        );
     }
 
     #[test]

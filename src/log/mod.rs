@@ -34,6 +34,7 @@ mod flusher;
 pub mod index;
 mod reader;
 mod recovery;
+mod replica;
 mod retention;
 mod segment;
 mod tail_cache;
@@ -51,6 +52,7 @@ use crate::config::LogSettings;
 use crate::protocol::batch;
 use crate::runtime::{self, DmaFile};
 
+use appender::SegmentAppender;
 pub use compaction::{AbortedRange, CompactionInput, CompactionStats};
 use flusher::{Flusher, PendingWrite};
 use segment::Segment;
@@ -70,6 +72,8 @@ pub enum LogError {
     Storage(String),
     #[error("the log is closed")]
     Closed,
+    #[error("the log is being truncated")]
+    Truncating,
 }
 
 impl From<std::io::Error> for LogError {
@@ -116,6 +120,10 @@ struct State {
     flush_waiters: Vec<(u64, oneshot::Sender<()>)>,
     failed: Option<String>,
     closing: bool,
+    /// A truncation is under way: appends are refused until it is done.
+    truncating: bool,
+    /// An appender the flusher must continue with (a truncation moved the active end).
+    new_appender: Option<SegmentAppender>,
 }
 
 /// A partition log. See the module docs for its contract.
@@ -165,6 +173,8 @@ impl Log {
                 flush_waiters: Vec::new(),
                 failed: None,
                 closing: false,
+                truncating: false,
+                new_appender: None,
             }),
             settings: RefCell::new(settings),
             wake_flusher: RefCell::new(tx),
@@ -224,67 +234,47 @@ impl Log {
         mut batch_bytes: BytesMut,
         leader_epoch: i32,
     ) -> Result<Appended, LogError> {
-        let settings = self.settings.borrow();
         let mut s = self.state.borrow_mut();
-        if let Some(reason) = &s.failed {
-            return Err(LogError::Storage(reason.clone()));
+        if let Some(refused) = self.refusal(&s, batch_bytes.len() as u64) {
+            return Err(refused);
         }
-        if s.closing {
-            return Err(LogError::Closed);
-        }
-        let len = batch_bytes.len() as u64;
-        let limit = settings.max_pending_bytes;
-        if s.pending_bytes > 0 && s.pending_bytes + len > limit {
-            return Err(LogError::Backlogged {
-                pending: s.pending_bytes,
-                limit,
-            });
-        }
+        let settings = self.settings.borrow();
         let base_offset = s.next_offset;
         batch::assign_offsets(&mut batch_bytes, base_offset, leader_epoch);
         let now = SystemClock.now_ms();
         let log_append_time = stamp_append_time(&mut batch_bytes, &settings, now)?;
         let header = *batch::header(&batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
-        let last_offset = header.last_offset();
-        let bytes = batch_bytes.freeze();
-        let active_base = roll_if_due(&mut s, len, &settings, now);
-        let seg = s
-            .segments
-            .get_mut(&active_base)
-            .expect("active segment exists");
-        seg.created_ms.get_or_insert(now);
-        let relative = (base_offset - seg.base_offset) as u32;
-        seg.index.on_batch(
-            relative,
-            seg.size as u32,
-            len,
-            header.max_timestamp.get(),
-            settings.index_interval_bytes,
-        );
-        seg.size += len;
-        seg.next_offset = last_offset + 1;
-        s.next_offset = last_offset + 1;
-        s.pending_bytes += len;
-        s.tail.push(CachedBatch {
-            base_offset,
-            last_offset,
-            bytes: bytes.clone(),
-        });
-        s.pending.push_back(PendingWrite {
-            segment_base: active_base,
-            bytes,
-            last_offset,
-            records: header.record_count.get().max(0) as u64,
-        });
-        s.queued_writes += 1;
+        queue_batch(&mut s, &settings, &header, batch_bytes.freeze(), now);
         drop(s);
         drop(settings);
         self.wake_flusher();
         Ok(Appended {
             base_offset,
-            last_offset,
+            last_offset: header.last_offset(),
             log_append_time,
         })
+    }
+
+    /// Why an append cannot be taken now, if it cannot: the log failed, is closing or
+    /// truncating, or `len` more bytes would pass the pending bound.
+    fn refusal(&self, s: &State, len: u64) -> Option<LogError> {
+        if let Some(reason) = &s.failed {
+            return Some(LogError::Storage(reason.clone()));
+        }
+        if s.closing {
+            return Some(LogError::Closed);
+        }
+        if s.truncating {
+            return Some(LogError::Truncating);
+        }
+        let limit = self.settings.borrow().max_pending_bytes;
+        if s.pending_bytes > 0 && s.pending_bytes + len > limit {
+            return Some(LogError::Backlogged {
+                pending: s.pending_bytes,
+                limit,
+            });
+        }
+        None
     }
 
     fn wake_flusher(&self) {
@@ -360,6 +350,14 @@ impl Log {
         s.data_waiters.retain(|w| !w.is_canceled());
         s.data_waiters.push(tx);
         rx
+    }
+
+    /// Wakes the long polls parked on this log: what they may see moved without the durable
+    /// end moving (a replicated partition's high watermark was advanced).
+    pub fn notify_data_arrival(&self) {
+        for tx in self.state.borrow_mut().data_waiters.drain(..) {
+            let _ = tx.send(());
+        }
     }
 
     /// Long polls parked on this log (for metrics and tests).
@@ -483,9 +481,12 @@ impl Log {
         self.sync_fault.set(true);
     }
 
-    fn take_pending(&self) -> (Vec<PendingWrite>, bool) {
+    /// The queued writes, whether the log is closing, and an appender to continue with
+    /// instead of the flusher's own (after a truncation).
+    fn take_pending(&self) -> (Vec<PendingWrite>, bool, Option<SegmentAppender>) {
         let mut s = self.state.borrow_mut();
-        (s.pending.drain(..).collect(), s.closing)
+        let replacement = s.new_appender.take();
+        (s.pending.drain(..).collect(), s.closing, replacement)
     }
 
     fn segment_index_bytes(&self, base: i64) -> (Vec<u8>, Vec<u8>) {
@@ -595,6 +596,50 @@ fn stamp_append_time(
     }
     batch::set_log_append_time(batch_bytes, now);
     Ok(Some(now))
+}
+
+/// Puts one offset-stamped batch into the active segment (rolling first if due), the tail
+/// cache and the flusher's queue.
+fn queue_batch(
+    s: &mut State,
+    settings: &LogSettings,
+    header: &batch::BatchHeader,
+    bytes: Bytes,
+    now: i64,
+) {
+    let len = bytes.len() as u64;
+    let base_offset = header.base_offset.get();
+    let last_offset = header.last_offset();
+    let active_base = roll_if_due(s, len, settings, now);
+    let seg = s
+        .segments
+        .get_mut(&active_base)
+        .expect("active segment exists");
+    seg.created_ms.get_or_insert(now);
+    let relative = (base_offset - seg.base_offset) as u32;
+    seg.index.on_batch(
+        relative,
+        seg.size as u32,
+        len,
+        header.max_timestamp.get(),
+        settings.index_interval_bytes,
+    );
+    seg.size += len;
+    seg.next_offset = last_offset + 1;
+    s.next_offset = last_offset + 1;
+    s.pending_bytes += len;
+    s.tail.push(CachedBatch {
+        base_offset,
+        last_offset,
+        bytes: bytes.clone(),
+    });
+    s.pending.push_back(PendingWrite {
+        segment_base: active_base,
+        bytes,
+        last_offset,
+        records: header.record_count.get().max(0) as u64,
+    });
+    s.queued_writes += 1;
 }
 
 /// Starts a new active segment when the next batch would not fit (`segment.bytes`) or the

@@ -220,7 +220,7 @@ impl Segment {
 }
 
 /// An appender that continues after the last whole batch of `seg`.
-async fn appender_at_end(seg: &Segment) -> Result<SegmentAppender, LogError> {
+pub(super) async fn appender_at_end(seg: &Segment) -> Result<SegmentAppender, LogError> {
     let file = seg
         .file
         .clone()

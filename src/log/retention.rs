@@ -220,7 +220,7 @@ impl Log {
     /// active segment is empty or the log is closing or failed.
     pub fn roll(&self) -> bool {
         let mut s = self.state.borrow_mut();
-        if s.closing || s.failed.is_some() {
+        if s.closing || s.failed.is_some() || s.truncating {
             return false;
         }
         let active_empty = s.segments.values().next_back().is_none_or(|a| a.size == 0);

@@ -71,6 +71,17 @@ impl TailCache {
         }
     }
 
+    /// Drops every batch that ends at or past `offset` (a truncation cut the log there).
+    pub fn drop_from(&mut self, offset: i64) {
+        while let Some(b) = self.batches.back() {
+            if b.last_offset < offset {
+                break;
+            }
+            self.bytes -= b.bytes.len();
+            self.batches.pop_back();
+        }
+    }
+
     /// Whether a read from `offset` can be answered from memory.
     pub fn covers(&self, offset: i64) -> bool {
         self.batches

@@ -783,3 +783,174 @@ fn appends_within_the_group_commit_window_share_one_fdatasync() {
         log.close().await.unwrap();
     });
 }
+
+/// Every byte the log serves from `from`, batch after batch.
+async fn read_bytes(log: &Log, from: i64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let bytes = log.read(next, 1 << 16).await.expect("read");
+        let Some(end) = batch::BatchIter::new(&bytes)
+            .map_while(Result::ok)
+            .last()
+            .map(|(h, _, _)| h.last_offset() + 1)
+        else {
+            return out;
+        };
+        out.extend_from_slice(&bytes);
+        next = end;
+    }
+}
+
+/// `n` batches appended by a leader in `epoch`, as a follower fetches them.
+async fn leader_batches(dir: &Path, epoch: i32, tags: std::ops::Range<u32>) -> Vec<Bytes> {
+    let leader = Log::open(dir, settings(1 << 20)).await.unwrap();
+    for tag in tags {
+        let a = leader.append(batch_of(tag, 2, 40), epoch).unwrap();
+        leader.wait_durable(a.last_offset).await.unwrap();
+    }
+    let all = read_bytes(&leader, 0).await;
+    leader.close().await.unwrap();
+    let all = Bytes::from(all);
+    batch::BatchIter::new(&all)
+        .map(|b| b.unwrap())
+        .map(|(_, start, len)| all.slice(start..start + len))
+        .collect()
+}
+
+#[test]
+fn replicated_batches_keep_their_offsets_and_bytes() {
+    let (leader_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    runtime::block_on(async {
+        let fetched = leader_batches(leader_dir.path(), 4, 0..30).await;
+        let log = Log::open(dir.path(), settings(2048)).await.unwrap();
+        let mut last = -1;
+        for b in &fetched {
+            last = log.append_replicated(b.clone()).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        let expected: Vec<u8> = fetched.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(read_bytes(&log, 0).await, expected);
+        // Not at the log end: refused, nothing stored.
+        let err = log.append_replicated(fetched[3].clone()).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::OffsetOutOfRange {
+                offset: 6,
+                end: 60,
+                ..
+            }
+        ));
+        log.close().await.unwrap();
+        let log = Log::open(dir.path(), settings(2048)).await.unwrap();
+        assert_eq!(read_bytes(&log, 0).await, expected, "after reopen");
+        let h = *batch::header(&read_bytes(&log, 58).await).unwrap();
+        assert_eq!(
+            h.partition_leader_epoch.get(),
+            4,
+            "the leader's epoch is kept"
+        );
+    });
+}
+
+#[test]
+fn truncation_across_segments_then_a_divergent_tail_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        for tag in 0..40 {
+            append_durably(&log, batch_of(tag, 2, 40)).await;
+        }
+        let segments_before = segment::list_segments(dir.path()).unwrap().len();
+        assert!(segments_before > 4, "{segments_before} segments");
+        // Offset 21 is inside batch 10 ([20, 21]): that batch goes whole.
+        assert_eq!(log.truncate_to(21).await.unwrap(), 20);
+        assert_eq!(log.offsets().log_end, 20);
+        assert!(log.offsets().high_watermark <= 20);
+        let kept: Vec<u32> = read_all(&log, 0).await.iter().map(|b| b.2).collect();
+        assert_eq!(kept, (0..10).collect::<Vec<_>>());
+        assert!(segment::list_segments(dir.path()).unwrap().len() < segments_before);
+        // A divergent tail goes where the old one was, across new rolls.
+        for tag in 100..110 {
+            let a = append_durably(&log, batch_of(tag, 2, 40)).await;
+            assert_eq!(a.base_offset, 20 + 2 * (tag as i64 - 100));
+        }
+        let expect: Vec<u32> = (0..10).chain(100..110).collect();
+        let tags = |v: Vec<(i64, i32, u32)>| v.iter().map(|b| b.2).collect::<Vec<_>>();
+        assert_eq!(tags(read_all(&log, 0).await), expect);
+        assert_eq!(
+            log.truncate_to(1000).await.unwrap(),
+            40,
+            "past the end: no change"
+        );
+        log.close().await.unwrap();
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        assert_eq!(
+            tags(read_all(&log, 0).await),
+            expect,
+            "after a clean reopen"
+        );
+        // Truncate, then crash without a clean shutdown: recovery keeps the cut.
+        assert_eq!(log.truncate_to(30).await.unwrap(), 30);
+        append_durably(&log, batch_of(200, 2, 40)).await;
+        log.close().await.unwrap();
+        forget_clean_shutdown(dir.path());
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        let expect: Vec<u32> = (0..10).chain(100..105).chain([200]).collect();
+        assert_eq!(tags(read_all(&log, 0).await), expect, "after a crash");
+        assert_eq!(log.offsets().log_end, 32);
+    });
+}
+
+#[test]
+fn truncation_to_a_segment_base_and_below_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        for tag in 0..20 {
+            append_durably(&log, batch_of(tag, 1, 100)).await;
+        }
+        let bases = segment::list_segments(dir.path()).unwrap();
+        let cut = bases[2];
+        assert_eq!(log.truncate_to(cut).await.unwrap(), cut);
+        assert_eq!(
+            *segment::list_segments(dir.path()).unwrap().last().unwrap(),
+            cut
+        );
+        assert_eq!(log.read(cut, 100).await.unwrap().len(), 0);
+        let a = append_durably(&log, batch_of(77, 1, 100)).await;
+        assert_eq!(a.base_offset, cut);
+        assert_eq!(read_all(&log, cut).await, vec![(cut, 1, 77)]);
+        log.delete_records_before(3).await.unwrap();
+        let err = log.truncate_to(2).await.unwrap_err();
+        assert!(matches!(err, LogError::OffsetOutOfRange { .. }), "{err}");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_crash_midway_through_truncation_leaves_a_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        for tag in 0..30 {
+            append_durably(&log, batch_of(tag, 1, 100)).await;
+        }
+        log.close().await.unwrap();
+    });
+    // What a crash after the newest segment went, before the rest, leaves.
+    let bases = segment::list_segments(dir.path()).unwrap();
+    for p in segment::files_of(dir.path(), *bases.last().unwrap()) {
+        let _ = std::fs::remove_file(p);
+    }
+    std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        let end = log.offsets().log_end;
+        assert_eq!(end, bases[bases.len() - 1]);
+        let got: Vec<u32> = read_all(&log, 0).await.iter().map(|b| b.2).collect();
+        assert_eq!(got, (0..end as u32).collect::<Vec<_>>());
+        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+        log.close().await.unwrap();
+    });
+}

@@ -11,13 +11,11 @@
 
 use std::rc::{Rc, Weak};
 
-use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
 use super::isr::{IsrProposal, IsrState, ReplicaLayout};
-use super::{storage_error, Appended, BatchIdentity, Partition};
+use super::{storage_error, Appended, Partition};
 use crate::base::{Clock, KafkaCode, KafkaError, SystemClock};
-use crate::protocol::batch;
 use crate::runtime;
 
 /// What this replica is for its partition.
@@ -28,7 +26,6 @@ pub enum ReplicaRole {
     Leader(IsrState),
     Follower {
         leader: i32,
-        high_watermark: i64,
     },
 }
 
@@ -43,24 +40,6 @@ pub enum RoleChange {
 pub const DEFAULT_REPLICA_LAG_TIME_MAX_MS: i64 = 30_000;
 
 impl Partition {
-    /// The offset below which every record is on every in-sync replica.
-    pub fn high_watermark(&self) -> i64 {
-        match &*self.replica.borrow() {
-            ReplicaRole::Single => self.log.offsets().high_watermark,
-            ReplicaRole::Leader(isr) => isr.high_watermark(),
-            ReplicaRole::Follower { high_watermark, .. } => *high_watermark,
-        }
-    }
-
-    /// The log's durable end: what a follower may fetch, and the leader's own end.
-    pub fn durable_end_offset(&self) -> i64 {
-        self.log.offsets().high_watermark
-    }
-
-    pub fn log_end_offset(&self) -> i64 {
-        self.log.offsets().log_end
-    }
-
     /// Whether this replica leads (alone or with followers).
     pub fn is_leader(&self) -> bool {
         !matches!(&*self.replica.borrow(), ReplicaRole::Follower { .. })
@@ -69,7 +48,7 @@ impl Partition {
     /// The leader this replica follows, if it follows.
     pub fn following(&self) -> Option<i32> {
         match &*self.replica.borrow() {
-            ReplicaRole::Follower { leader, .. } => Some(*leader),
+            ReplicaRole::Follower { leader } => Some(*leader),
             _ => None,
         }
     }
@@ -81,6 +60,10 @@ impl Partition {
         let now = SystemClock.now_ms();
         let hw = self.high_watermark();
         let durable = self.durable_end_offset();
+        self.set_replicated(match &change {
+            RoleChange::Leader(layout) => layout.replicas.len() > 1,
+            RoleChange::Follower { .. } => true,
+        });
         let (epoch, watch) = {
             let mut role = self.replica.borrow_mut();
             match change {
@@ -109,15 +92,13 @@ impl Partition {
                     leader,
                     leader_epoch,
                 } => {
-                    *role = ReplicaRole::Follower {
-                        leader,
-                        high_watermark: hw.min(self.log_end_offset()),
-                    };
+                    *role = ReplicaRole::Follower { leader };
                     (leader_epoch, false)
                 }
             }
         };
         self.set_leader_epoch(epoch);
+        self.publish_leader_hw();
         if watch {
             self.watch_durable_end();
         } else {
@@ -155,8 +136,21 @@ impl Partition {
             _ => false,
         };
         if moved {
-            self.wake_hw_waiters();
+            self.publish_leader_hw();
         }
+    }
+
+    /// Tells the partition the HW its followers allow (a leader with followers), and wakes
+    /// whoever waits on it.
+    fn publish_leader_hw(&self) {
+        let hw = match &*self.replica.borrow() {
+            ReplicaRole::Leader(isr) => Some(isr.high_watermark()),
+            _ => None,
+        };
+        if let Some(hw) = hw {
+            self.set_high_watermark(hw);
+        }
+        self.wake_hw_waiters();
     }
 
     /// A follower's fetch at `offset` (its log end): recorded when this replica leads,
@@ -173,24 +167,19 @@ impl Partition {
             ReplicaRole::Follower { .. } => return Err(not_leader(&self.tp)),
         };
         if moved {
-            self.wake_hw_waiters();
+            self.publish_leader_hw();
         }
         Ok(())
     }
 
     /// A follower learns its leader's HW (bounded by what it has itself).
     pub fn set_follower_high_watermark(&self, leader_hw: i64) {
-        let end = self.log_end_offset();
-        let moved = match &mut *self.replica.borrow_mut() {
-            ReplicaRole::Follower { high_watermark, .. } => {
-                let hw = leader_hw.min(end);
-                let moved = hw != *high_watermark;
-                *high_watermark = hw;
-                moved
-            }
-            _ => false,
-        };
-        if moved {
+        if self.following().is_none() {
+            return;
+        }
+        let before = self.high_watermark();
+        self.set_high_watermark(leader_hw.min(self.log_end_offset()));
+        if self.high_watermark() != before {
             self.wake_hw_waiters();
         }
     }
@@ -282,75 +271,6 @@ impl Partition {
             if arrival.await.is_err() {
                 return Err(not_leader(&self.tp));
             }
-        }
-    }
-}
-
-impl Partition {
-    /// A follower's append of batches fetched from its leader: offsets and leader epochs
-    /// kept as the leader assigned them; the first batch must start at this log's end.
-    /// Producer state follows as on the leader. Returns the range appended (empty at the
-    /// log end when nothing was new).
-    ///
-    /// Local stand-in until the log's own replicated append lands (see the report).
-    pub fn append_replicated(&self, batches: Bytes) -> Result<Appended, KafkaError> {
-        let now = SystemClock.now_ms();
-        let end = self.log_end_offset();
-        let mut last = Appended {
-            base_offset: end,
-            last_offset: end - 1,
-            log_append_time: None,
-        };
-        for item in batch::BatchIter::new(&batches) {
-            let (h, start, len) =
-                item.map_err(|e| KafkaError::new(KafkaCode::CorruptMessage, e.to_string()))?;
-            let end = self.log_end_offset();
-            if h.last_offset() < end {
-                continue;
-            }
-            if h.base_offset.get() != end {
-                return Err(KafkaError::new(
-                    KafkaCode::OffsetOutOfRange,
-                    format!(
-                        "a replicated batch at {} does not start at the log end {end}",
-                        h.base_offset.get()
-                    ),
-                ));
-            }
-            let epoch = h.partition_leader_epoch.get();
-            let raw = BytesMut::from(&batches[start..start + len]);
-            let appended = self.log.append(raw, epoch).map_err(storage_error)?;
-            self.on_replicated_batch(h, &batches[start..start + len], now);
-            last.last_offset = appended.last_offset;
-        }
-        self.snapshot_on_roll();
-        Ok(last)
-    }
-
-    fn on_replicated_batch(&self, h: &batch::BatchHeader, raw: &[u8], now: i64) {
-        let offset = h.base_offset.get();
-        if !h.is_control() {
-            let id = BatchIdentity::of(h);
-            self.txn
-                .borrow_mut()
-                .producers
-                .on_append(&id, offset, h.last_offset(), now);
-            return;
-        }
-        let Some((kind, coordinator_epoch)) = batch::read_marker(raw) else {
-            return;
-        };
-        let (pid, epoch) = (h.producer_id.get(), h.producer_epoch.get());
-        let aborted = self.txn.borrow_mut().producers.on_marker(
-            pid,
-            epoch,
-            coordinator_epoch,
-            kind,
-            offset,
-            now,
-        );
-        if let Some(txn) = aborted {
-            self.record_abort(txn);
         }
     }
 }

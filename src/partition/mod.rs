@@ -13,13 +13,22 @@
 //! restarts: a snapshot is written whenever the log rolls a segment and at close, and the log
 //! after the newest usable snapshot is replayed at open.
 //!
-//! Replication ([`leadership`], [`isr`]): the only replica's high watermark is its durable
-//! end; a leader's comes from its followers' fetches; a follower's from its leader. Uses
-//! base, config, protocol, runtime, log.
+//! A single-replica partition's high watermark is the log's durable end. A replicated one
+//! (see [`Partition::set_replicated`]) is told its high watermark by the replication layer
+//! ([`Partition::set_high_watermark`]), capped by its own durable end; reads, the LSO and
+//! DeleteRecords use it. The follower side ([`replica`]) appends batches fetched from the
+//! leader as they are, truncates a divergent tail, and keeps the leader-epoch cache
+//! ([`epoch_cache`]) that OffsetForLeaderEpoch answers from. Uses base, config, protocol,
+//! runtime, log.
+//!
+//! Leadership ([`leadership`], [`isr`]): a leader tracks its followers' fetches and tells
+//! itself the high watermark they allow; acks=all waits for it.
 
-pub mod isr;
+pub mod epoch_cache;
 mod persist;
 pub mod producer_state;
+mod replica;
+pub mod isr;
 mod leadership;
 
 use std::cell::{Cell, RefCell};
@@ -36,6 +45,7 @@ use crate::protocol::rewrite;
 use crate::runtime;
 
 pub use crate::log::Appended;
+use epoch_cache::EpochCache;
 pub use leadership::{ReplicaRole, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 use producer_state::ProducerStateTable;
 pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
@@ -93,6 +103,15 @@ pub struct Partition {
     durable_watch: RefCell<Option<runtime::Task<()>>>,
     /// The broker's `replica.lag.time.max.ms`.
     replica_lag_max_ms: Cell<i64>,
+    /// Leader epochs and where each started in the log.
+    epochs: RefCell<EpochCache>,
+    /// Whether other replicas exist: then the high watermark is told, not the durable end.
+    replicated: Cell<bool>,
+    /// The high watermark last told (replicated partitions; capped by the durable end when
+    /// used).
+    told_high_watermark: Cell<i64>,
+    /// The high watermark last exposed while single-replica (the floor once replicated).
+    exposed_high_watermark: Cell<i64>,
 }
 
 /// Producer state and aborted transactions, with the segment the last snapshot was taken in.
@@ -146,7 +165,18 @@ impl Partition {
     ) -> Result<Rc<Partition>, LogError> {
         let min_insync = settings.min_insync_replicas;
         let log = Log::open(dir, settings).await?;
-        let txn = recover_producer_state(&log, dir).await?;
+        let stored_epochs = persist::read_epoch_checkpoint(dir)?;
+        let mut epochs = match stored_epochs.clone() {
+            Some(cache) => cache,
+            None => replica::scan_epochs(&log).await?,
+        };
+        let offsets = log.offsets();
+        epochs.truncate_from_end(offsets.log_end);
+        let txn = recover_producer_state(&log, dir, &mut epochs).await?;
+        if stored_epochs.as_ref() != Some(&epochs) {
+            let (dir, cache) = (dir.to_owned(), epochs.clone());
+            runtime::off_reactor(move || persist::write_epoch_checkpoint(&dir, &cache)).await?;
+        }
         Ok(Rc::new(Partition {
             tp,
             topic_id,
@@ -159,6 +189,10 @@ impl Partition {
             hw_waiters: RefCell::new(Vec::new()),
             durable_watch: RefCell::new(None),
             replica_lag_max_ms: Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
+            epochs: RefCell::new(epochs),
+            replicated: Cell::new(false),
+            told_high_watermark: Cell::new(offsets.log_start),
+            exposed_high_watermark: Cell::new(offsets.log_start),
         }))
     }
 
@@ -172,7 +206,7 @@ impl Partition {
         self.leader_epoch.set(epoch);
     }
 
-    /// The log's offsets, with the high watermark of this replica's role.
+    /// The log's offsets, with this partition's high watermark.
     pub fn offsets(&self) -> LogOffsets {
         LogOffsets {
             high_watermark: self.high_watermark(),
@@ -251,6 +285,7 @@ impl Partition {
             .log
             .append(bytes, self.leader_epoch.get())
             .map_err(storage_error)?;
+        self.note_epoch(self.leader_epoch.get(), appended.base_offset);
         self.txn.borrow_mut().producers.on_append(
             &identity,
             appended.base_offset,
@@ -286,6 +321,7 @@ impl Partition {
             .log
             .append(BytesMut::from(&marker[..]), self.leader_epoch.get())
             .map_err(storage_error)?;
+        self.note_epoch(self.leader_epoch.get(), appended.base_offset);
         let aborted = self.txn.borrow_mut().producers.on_marker(
             producer_id,
             epoch,
@@ -403,6 +439,19 @@ impl Partition {
             st.snapshot_segment = segment;
             st.producers.snapshot(self.log.offsets().log_end)
         };
+        self.chain_disk_write("producer snapshot", move |dir| {
+            persist::sync_txn_indexes(dir)?;
+            persist::write_snapshot(dir, &snapshot)
+        });
+    }
+
+    /// Runs `work` on the partition directory off the reactor, after every write chained
+    /// before it: so a producer snapshot at offset N is on disk only after every epoch
+    /// checkpoint for epochs starting below N, and a restart that replays from N misses none.
+    fn chain_disk_write<F>(&self, what: &'static str, work: F)
+    where
+        F: FnOnce(&Path) -> std::io::Result<()> + Send + 'static,
+    {
         let dir = self.log.dir().to_owned();
         let tp = self.tp.clone();
         let previous = self.txn.borrow_mut().snapshot_write.take();
@@ -410,8 +459,8 @@ impl Partition {
             if let Some(previous) = previous {
                 previous.await;
             }
-            if let Err(e) = write_snapshot(dir, snapshot).await {
-                tracing::warn!(partition = %tp, error = %e, "producer snapshot failed");
+            if let Err(e) = runtime::off_reactor(move || work(&dir)).await {
+                tracing::warn!(partition = %tp, error = %e, "{what} write failed");
             }
         });
         self.txn.borrow_mut().snapshot_write = Some(write);
@@ -520,20 +569,7 @@ impl Partition {
                 ..ReadResult::default()
             };
         }
-        let offsets = self.offsets();
-        let mut result = ReadResult {
-            error: None,
-            high_watermark: offsets.high_watermark,
-            last_stable_offset: self.last_stable_offset(),
-            log_start_offset: offsets.log_start,
-            records: Bytes::new(),
-            aborted: None,
-        };
-        match self.log.read(offset, max_bytes).await {
-            Ok(records) => result.records = records,
-            Err(e) => result.error = Some(storage_error(e)),
-        }
-        result
+        self.read_for_replica(offset, max_bytes).await
     }
 
     /// Offset and timestamp of the first record at or after `timestamp`.
@@ -628,6 +664,14 @@ impl Partition {
     /// DeleteRecords: moves the log start to `offset` (-1: the high watermark); returns the
     /// new low watermark.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, KafkaError> {
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(KafkaError::new(
+                KafkaCode::OffsetOutOfRange,
+                format!("offset {offset} is past the high watermark {hw}"),
+            ));
+        }
+        let offset = if offset == -1 { hw } else { offset };
         self.log
             .delete_records_before(offset)
             .await
@@ -652,7 +696,13 @@ async fn write_snapshot(
 }
 
 /// Loads the newest usable snapshot and replays the log after it.
-async fn recover_producer_state(log: &Log, dir: &Path) -> Result<TxnState, LogError> {
+/// Notes every replayed batch's leader epoch in `epochs` (a crash may have lost the last
+/// checkpoint writes).
+async fn recover_producer_state(
+    log: &Log,
+    dir: &Path,
+    epochs: &mut EpochCache,
+) -> Result<TxnState, LogError> {
     let offsets = log.offsets();
     let snapshot = persist::load_snapshot(dir, offsets.log_end)?;
     let (mut producers, from) = match snapshot {
@@ -676,6 +726,7 @@ async fn recover_producer_state(log: &Log, dir: &Path) -> Result<TxnState, LogEr
                 continue;
             }
             next = h.last_offset() + 1;
+            epochs.on_batch(h.partition_leader_epoch.get(), h.base_offset.get());
             if !h.is_control() {
                 let id = BatchIdentity::of(h);
                 producers.on_append(&id, h.base_offset.get(), h.last_offset(), now);

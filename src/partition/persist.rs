@@ -9,6 +9,8 @@
 //!   written with `zerocopy`. Entries are appended when the marker is appended and fsynced
 //!   before any snapshot that covers them is written, so entries below a loaded snapshot's
 //!   offset are complete; later ones are rebuilt by the replay.
+//! - `leader-epoch-checkpoint`: the leader-epoch cache ([`super::epoch_cache`]), written whole
+//!   to a temporary name, fsynced, renamed, the directory fsynced.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use zerocopy::byteorder::big_endian::I64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use super::epoch_cache::{self, EpochCache};
 use super::producer_state::{AbortedTxn, ProducerSnapshot};
 
 const SNAPSHOTS_KEPT: usize = 2;
@@ -89,6 +92,29 @@ fn decode_snapshot(bytes: &[u8]) -> Option<ProducerSnapshot> {
         return None;
     }
     serde_json::from_slice(json).ok()
+}
+
+/// Writes the leader-epoch checkpoint so that a crash leaves the old file or the new one.
+pub fn write_epoch_checkpoint(dir: &Path, cache: &EpochCache) -> std::io::Result<()> {
+    let path = dir.join(epoch_cache::CHECKPOINT_FILE);
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(cache.encode().as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The leader-epoch checkpoint, if a whole one is there (`None`: rebuild it from the log).
+pub fn read_epoch_checkpoint(dir: &Path) -> std::io::Result<Option<EpochCache>> {
+    match std::fs::read_to_string(dir.join(epoch_cache::CHECKPOINT_FILE)) {
+        Ok(text) => Ok(EpochCache::decode(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One aborted transaction on disk.

@@ -88,6 +88,9 @@ fn error_response(body: RequestKind) -> Option<ResponseKind> {
         RequestKind::Produce(r) => ResponseKind::Produce(produce_refusal(r)),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch_refusal(r)),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets_refusal(r)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(offset_for_leader_epoch_refusal(r))
+        }
         RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit_refusal(r)),
         RequestKind::OffsetFetch(_) => {
             ResponseKind::OffsetFetch(OffsetFetchResponse::default().with_error_code(UNSUPPORTED))
@@ -191,6 +194,33 @@ fn list_offsets_refusal(r: ListOffsetsRequest) -> ListOffsetsResponse {
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn offset_for_leader_epoch_refusal(r: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{
+        EpochEndOffset, OffsetForLeaderTopicResult,
+    };
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_error_code(UNSUPPORTED)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(t.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
 fn offset_commit_refusal(r: OffsetCommitRequest) -> OffsetCommitResponse {
@@ -547,6 +577,7 @@ mod tests {
                 (ApiKey::Fetch, 0i16), (ApiKey::Fetch, 3), (ApiKey::Fetch, 15),
                 (ApiKey::Produce, 0), (ApiKey::Produce, 2), (ApiKey::Produce, 13),
                 (ApiKey::OffsetCommit, 9), (ApiKey::ListOffsets, 10),
+                (ApiKey::OffsetForLeaderEpoch, 2),
             ]),
             body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
         ) {

@@ -119,10 +119,7 @@ async fn fetch_round(
             .iter()
             .find(|b| b.node_id == leader)
             .ok_or_else(|| format!("leader {leader} is not a known broker"))?;
-        (
-            format!("{}:{}", broker.host, broker.port),
-            snap.this_broker().node_id,
-        )
+        (format!("{}:{}", broker.host, broker.port), snap.local_node)
     };
     let active: Vec<Rc<Partition>> = partitions
         .borrow()

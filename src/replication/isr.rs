@@ -26,7 +26,7 @@ pub async fn propose_changes(router: Weak<Router>, every: Duration) {
         let Some(router) = router.upgrade() else {
             return;
         };
-        let local = router.snapshot().this_broker().node_id;
+        let local = router.snapshot().local_node;
         for p in router.local_shard().open_partitions() {
             let Some(proposal) = p.poll_isr_proposal() else {
                 continue;

@@ -21,8 +21,8 @@ use crate::metrics::ShardMetrics;
 use crate::partition::{ProducerView, ReadResult};
 use crate::runtime::{self, MeshReceivers, MeshSenders};
 use crate::shard::{
-    Desired, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, Placement, ProduceOutcome,
-    ProducePart, Role, Shard, ShardRequest,
+    Desired, EpochAnswer, EpochQuery, FetchPart, MarkerPart, OffsetAnswer, OffsetQuery, Placement,
+    ProduceOutcome, ProducePart, Role, Shard, ShardRequest,
 };
 
 /// The shard that runs the controller.
@@ -78,6 +78,8 @@ pub struct Router {
     /// See `BrokerConfig::fetch_debounce`.
     fetch_debounce: Cell<Duration>,
     metadata_queue: mpsc::UnboundedSender<PendingSnapshot>,
+    /// Who follows the snapshots applied on this shard (see [`Router::watch_snapshots`]).
+    watchers: RefCell<Vec<mpsc::UnboundedSender<Arc<ClusterSnapshot>>>>,
 }
 
 /// A snapshot waiting for this shard's metadata task, and who waits for it.
@@ -104,6 +106,7 @@ impl Router {
             snapshot_seen: RefCell::new(Some(first_tx)),
             fetch_debounce: Cell::new(Duration::ZERO),
             metadata_queue,
+            watchers: RefCell::new(Vec::new()),
         });
         runtime::detach(Self::apply_snapshots(Rc::downgrade(&router), queued));
         (router, first_rx)
@@ -206,14 +209,14 @@ impl Router {
     }
 
     async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
-        let local = snapshot.this_broker().node_id;
+        let local = snapshot.local_node;
         let here = snapshot
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(move |p| p.replicas.contains(&local) && self.owns(p.shard))
+                    .filter(move |p| p.local_replica() && self.owns(p.shard))
                     .map(move |p| {
                         let role = if p.leader == local {
                             Role::Leader
@@ -252,10 +255,21 @@ impl Router {
         if !self.local.apply_metadata(desired).await {
             return;
         }
-        *self.snapshot.borrow_mut() = snapshot;
+        *self.snapshot.borrow_mut() = snapshot.clone();
+        self.watchers
+            .borrow_mut()
+            .retain(|w| w.unbounded_send(snapshot.clone()).is_ok());
         if let Some(first) = self.snapshot_seen.borrow_mut().take() {
             let _ = first.send(());
         }
+    }
+
+    /// Every snapshot this shard applies from now on, once its partitions are open here (how
+    /// the coordinators follow the leadership of their internal topics' partitions).
+    pub fn watch_snapshots(&self) -> mpsc::UnboundedReceiver<Arc<ClusterSnapshot>> {
+        let (tx, rx) = mpsc::unbounded();
+        self.watchers.borrow_mut().push(tx);
+        rx
     }
 
     /// The publish sink the controller uses: every shard applies, then this completes.
@@ -493,6 +507,16 @@ impl Router {
         }
         // The first owner to see data ends the wait; dropping the others cancels theirs.
         let _ = runtime::timeout(max_wait, select_all(waits)).await;
+    }
+
+    /// OffsetForLeaderEpoch: each partition's end offset for an epoch, asked of its owner.
+    pub async fn epoch_end_offsets(&self, queries: Vec<EpochQuery>) -> Vec<EpochAnswer> {
+        self.scatter(
+            queries,
+            |q| &q.tp,
+            |queries, reply| ShardRequest::EpochEndOffsets { queries, reply },
+        )
+        .await
     }
 
     pub async fn list_offsets(&self, queries: Vec<OffsetQuery>) -> Vec<OffsetAnswer> {

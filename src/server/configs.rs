@@ -75,7 +75,7 @@ fn not_alterable(resource_type: i8) -> KafkaError {
 impl Handlers {
     pub fn describe_configs(&self, req: DescribeConfigsRequest) -> ResponseKind {
         let snap = self.router.snapshot();
-        let node_id = snap.this_broker().node_id.to_string();
+        let node_id = snap.local_node.to_string();
         let mut resp = DescribeConfigsResponse::default();
         for r in req.resources {
             let mut out = DescribeConfigsResult::default();

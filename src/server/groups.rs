@@ -22,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::handlers::Handlers;
 use crate::base::{Clock, KafkaCode, SystemClock};
+use crate::controller::{BrokerInfo, ClusterSnapshot};
 use crate::group::{self, CommittedOffset, GroupSettings, JoinRequest, MemberRef};
 
 fn s(v: &str) -> StrBytes {
@@ -48,48 +49,61 @@ impl Handlers {
         } else {
             vec![req.key.to_string()]
         };
-        let error = match req.key_type {
-            0 => group::ensure_offsets_topic(&self.router, settings)
-                .await
-                .err(),
-            1 => crate::txn::ensure_state_topic(&self.router, &self.txn)
-                .await
-                .err(),
-            _ => Some(KafkaCode::InvalidRequest),
+        let (error, topic) = match req.key_type {
+            0 => (
+                group::ensure_offsets_topic(&self.router, settings)
+                    .await
+                    .err(),
+                group::OFFSETS_TOPIC,
+            ),
+            1 => (
+                crate::txn::ensure_state_topic(&self.router, &self.txn)
+                    .await
+                    .err(),
+                crate::txn::TXN_STATE_TOPIC,
+            ),
+            _ => (Some(KafkaCode::InvalidRequest), group::OFFSETS_TOPIC),
         };
         let snap = self.router.snapshot();
-        let me = snap.this_broker().clone();
+        let locate = |key: &str| match error {
+            Some(code) => Err(code),
+            None => coordinator_of(&snap, topic, key),
+        };
         let mut resp = FindCoordinatorResponse::default();
         if version >= 4 {
             resp.coordinators = keys
                 .into_iter()
                 .map(|k| {
                     let mut c = Coordinator::default();
-                    c.key = StrBytes::from_string(k);
-                    match error {
-                        None => {
-                            c.node_id = BrokerId(me.node_id);
-                            c.host = s(&me.host);
-                            c.port = me.port;
+                    match locate(&k) {
+                        Ok(b) => {
+                            c.node_id = BrokerId(b.node_id);
+                            c.host = s(&b.host);
+                            c.port = b.port;
                         }
-                        Some(code) => {
+                        Err(code) => {
                             c.node_id = BrokerId(-1);
                             c.error_code = code.code();
                         }
                     }
+                    c.key = StrBytes::from_string(k);
                     c
                 })
                 .collect();
         } else {
-            match error {
-                None => {
-                    resp.node_id = BrokerId(me.node_id);
-                    resp.host = s(&me.host);
-                    resp.port = me.port;
+            match keys.first().map(|k| locate(k)) {
+                Some(Ok(b)) => {
+                    resp.node_id = BrokerId(b.node_id);
+                    resp.host = s(&b.host);
+                    resp.port = b.port;
                 }
-                Some(code) => {
+                Some(Err(code)) => {
                     resp.node_id = BrokerId(-1);
                     resp.error_code = code.code();
+                }
+                None => {
+                    resp.node_id = BrokerId(-1);
+                    resp.error_code = KafkaCode::InvalidRequest.code();
                 }
             }
         }
@@ -704,4 +718,26 @@ impl Handlers {
             })
             .collect();
     }
+}
+
+/// The broker leading the partition of `topic` that coordinates `key` (Kafka's placement of
+/// groups and transactional ids), or COORDINATOR_NOT_AVAILABLE while it has no leader.
+fn coordinator_of<'a>(
+    snap: &'a ClusterSnapshot,
+    topic: &str,
+    key: &str,
+) -> Result<&'a BrokerInfo, KafkaCode> {
+    let partitions = snap
+        .topics
+        .get(topic)
+        .map_or(0, |t| t.partitions.len() as i32);
+    if partitions == 0 {
+        return Err(KafkaCode::CoordinatorNotAvailable);
+    }
+    let p = group::records::partition_for(key, partitions);
+    let leader = snap.partition(topic, p).map_or(-1, |info| info.leader);
+    snap.brokers
+        .iter()
+        .find(|b| b.node_id == leader)
+        .ok_or(KafkaCode::CoordinatorNotAvailable)
 }

@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::base::limits::MAX_FETCH_WAIT_MS;
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
-use crate::controller::{ClusterSnapshot, NewTopic, TopicInfo};
+use crate::controller::{ClusterSnapshot, NewTopic, PartitionInfo, TopicInfo};
 use crate::partition::Isolation;
 use crate::protocol::codec;
 use crate::router::Router;
@@ -123,13 +123,13 @@ impl Handlers {
         let snap = self.router.snapshot();
         let mut resp = MetadataResponse::default();
         resp.brokers = snap
-            .brokers
-            .iter()
+            .live_brokers()
             .map(|b| {
                 let mut mb = MetadataResponseBroker::default();
                 mb.node_id = BrokerId(b.node_id);
                 mb.host = StrBytes::from_string(b.host.clone());
                 mb.port = b.port;
+                mb.rack = b.rack.clone().map(StrBytes::from_string);
                 mb
             })
             .collect();
@@ -137,7 +137,11 @@ impl Handlers {
         resp.controller_id = BrokerId(snap.controller_id);
         resp.cluster_authorized_operations = i32::MIN;
         resp.topics = match requested {
-            None => snap.topics.values().map(metadata_topic).collect(),
+            None => snap
+                .topics
+                .values()
+                .map(|t| metadata_topic(&snap, t))
+                .collect(),
             Some(names) => names
                 .iter()
                 .map(|n| metadata_topic_named(&snap, n))
@@ -154,13 +158,13 @@ impl Handlers {
         resp.endpoint_type = 1;
         resp.cluster_authorized_operations = i32::MIN;
         resp.brokers = snap
-            .brokers
-            .iter()
+            .live_brokers()
             .map(|b| {
                 let mut d = DescribeClusterBroker::default();
                 d.broker_id = BrokerId(b.node_id);
                 d.host = StrBytes::from_string(b.host.clone());
                 d.port = b.port;
+                d.rack = b.rack.clone().map(StrBytes::from_string);
                 d
             })
             .collect();
@@ -577,7 +581,7 @@ fn create_result(topic: &str, result: Result<TopicInfo, KafkaError>) -> Creatabl
     r
 }
 
-fn metadata_topic(t: &TopicInfo) -> MetadataResponseTopic {
+fn metadata_topic(snap: &ClusterSnapshot, t: &TopicInfo) -> MetadataResponseTopic {
     let mut mt = MetadataResponseTopic::default();
     mt.name = Some(name(&t.name));
     mt.topic_id = uuid_of(&t.topic_id);
@@ -586,22 +590,38 @@ fn metadata_topic(t: &TopicInfo) -> MetadataResponseTopic {
     mt.partitions = t
         .partitions
         .iter()
-        .map(|p| {
-            let mut mp = MetadataResponsePartition::default();
-            mp.partition_index = p.index;
-            mp.leader_id = BrokerId(p.leader);
-            mp.leader_epoch = p.leader_epoch;
-            mp.replica_nodes = p.replicas.iter().map(|&r| BrokerId(r)).collect();
-            mp.isr_nodes = p.isr.iter().map(|&r| BrokerId(r)).collect();
-            mp
-        })
+        .map(|p| metadata_partition(snap, p))
         .collect();
     mt
 }
 
+/// One partition as Metadata lists it: all replicas and the ISR, the replicas on brokers
+/// that are not alive as offline, and LEADER_NOT_AVAILABLE (leader −1) while no live broker
+/// leads it, as Kafka answers.
+fn metadata_partition(snap: &ClusterSnapshot, p: &PartitionInfo) -> MetadataResponsePartition {
+    let mut mp = MetadataResponsePartition::default();
+    mp.partition_index = p.index;
+    mp.leader_epoch = p.leader_epoch;
+    mp.replica_nodes = p.replicas.iter().map(|&r| BrokerId(r)).collect();
+    mp.isr_nodes = p.isr.iter().map(|&r| BrokerId(r)).collect();
+    mp.offline_replicas = p
+        .replicas
+        .iter()
+        .filter(|&&r| !snap.is_live(r))
+        .map(|&r| BrokerId(r))
+        .collect();
+    if snap.is_live(p.leader) {
+        mp.leader_id = BrokerId(p.leader);
+    } else {
+        mp.leader_id = BrokerId(-1);
+        mp.error_code = KafkaCode::LeaderNotAvailable.code();
+    }
+    mp
+}
+
 fn metadata_topic_named(snap: &ClusterSnapshot, topic: &str) -> MetadataResponseTopic {
     if let Some(t) = snap.topics.get(topic) {
-        return metadata_topic(t);
+        return metadata_topic(snap, t);
     }
     let mut mt = MetadataResponseTopic::default();
     mt.name = Some(name(topic));

@@ -7,6 +7,7 @@ mod configs;
 mod connection;
 mod groups;
 mod handlers;
+mod replica;
 mod txn;
 
 use std::cell::Cell;
@@ -187,6 +188,10 @@ fn advertised(config: &BrokerConfig, listen: SocketAddr) -> anyhow::Result<Broke
         node_id: config.node_id,
         host,
         port,
+        rack: None,
+        shards: config.cores,
+        epoch: 0,
+        fenced: false,
     })
 }
 
@@ -429,6 +434,7 @@ fn group_settings(config: &BrokerConfig) -> crate::group::GroupSettings {
             offsets_retention_ms: config.offsets_retention_minutes * 60_000,
         },
         offsets_partitions: config.offsets_topic_num_partitions,
+        offsets_replication_factor: config.offsets_topic_replication_factor,
     }
 }
 
@@ -439,6 +445,7 @@ fn txn_settings(config: &BrokerConfig) -> crate::txn::TxnSettings {
             id_expiration_ms: config.transactional_id_expiration_ms,
         },
         state_partitions: config.transaction_state_log_num_partitions,
+        state_replication_factor: config.transaction_state_log_replication_factor,
     }
 }
 

@@ -3,6 +3,8 @@
 //! DescribeTransactions (KIP-664). They translate Kafka messages to the transaction
 //! coordinator's plain requests (`crate::txn`) and back, per version.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
@@ -16,12 +18,18 @@ use kafka_protocol::messages::list_transactions_response::TransactionState as Li
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker;
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::handlers::Handlers;
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
 use crate::group::{self, CommittedOffset, MemberRef};
+use crate::protocol::batch::ControlType;
+use crate::shard::MarkerPart;
 use crate::txn::{self, ProducerRef};
 
 /// Versions before KIP-588 know INVALID_PRODUCER_EPOCH where newer ones get PRODUCER_FENCED.
@@ -38,6 +46,88 @@ fn code_of(r: Result<(), KafkaCode>) -> KafkaCode {
 }
 
 impl Handlers {
+    /// WriteTxnMarkers, from a transaction coordinator on another broker: each marker is
+    /// written where this broker leads the partition; an offsets partition's pending
+    /// transactional offsets settle once its marker is written.
+    pub async fn write_txn_markers(&self, req: WriteTxnMarkersRequest) -> ResponseKind {
+        let mut resp = WriteTxnMarkersResponse::default();
+        for m in req.markers {
+            resp.markers.push(self.write_one_marker(m).await);
+        }
+        ResponseKind::WriteTxnMarkers(resp)
+    }
+
+    async fn write_one_marker(&self, m: WritableTxnMarker) -> WritableTxnMarkerResult {
+        let snap = self.router.snapshot();
+        let me = snap.local_node;
+        let kind = if m.transaction_result {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        };
+        let mut codes: Vec<(TopicPartition, Option<KafkaCode>)> = Vec::new();
+        let mut parts = Vec::new();
+        for t in &m.topics {
+            for &p in &t.partition_indexes {
+                let tp = TopicPartition::new(t.name.to_string(), p);
+                let refusal = match snap.partition(&tp.topic, p) {
+                    None => Some(KafkaCode::UnknownTopicOrPartition),
+                    Some(info) if info.leader != me => Some(KafkaCode::NotLeaderOrFollower),
+                    Some(_) => None,
+                };
+                if refusal.is_none() {
+                    parts.push(MarkerPart {
+                        tp: tp.clone(),
+                        producer_id: m.producer_id.0,
+                        producer_epoch: m.producer_epoch,
+                        coordinator_epoch: m.coordinator_epoch,
+                        kind,
+                    });
+                }
+                codes.push((tp, refusal));
+            }
+        }
+        let mut written = self.router.write_markers(parts).await.into_iter();
+        let mut result = WritableTxnMarkerResult::default();
+        result.producer_id = m.producer_id;
+        let mut by_topic: BTreeMap<String, Vec<WritableTxnMarkerPartitionResult>> = BTreeMap::new();
+        for (tp, refusal) in codes {
+            let code = match refusal {
+                Some(code) => code,
+                None => match written.next() {
+                    Some(Ok(())) => {
+                        if tp.topic == group::OFFSETS_TOPIC {
+                            group::complete_txn(
+                                &self.router,
+                                tp.partition,
+                                m.producer_id.0,
+                                m.transaction_result,
+                            )
+                            .await;
+                        }
+                        KafkaCode::None
+                    }
+                    Some(Err(e)) => e.code,
+                    None => KafkaCode::UnknownServerError,
+                },
+            };
+            let mut pr = WritableTxnMarkerPartitionResult::default();
+            pr.partition_index = tp.partition;
+            pr.error_code = code.code();
+            by_topic.entry(tp.topic).or_default().push(pr);
+        }
+        result.topics = by_topic
+            .into_iter()
+            .map(|(name, partitions)| {
+                let mut t = WritableTxnMarkerTopicResult::default();
+                t.name = TopicName(StrBytes::from_string(name));
+                t.partitions = partitions;
+                t
+            })
+            .collect();
+        result
+    }
+
     pub async fn init_producer_id(&self, req: InitProducerIdRequest, version: i16) -> ResponseKind {
         let expected = (version >= 3 && req.producer_id.0 >= 0).then_some(ProducerRef {
             producer_id: req.producer_id.0,

@@ -83,6 +83,18 @@ pub struct MarkerPart {
     pub kind: ControlType,
 }
 
+/// What OffsetForLeaderEpoch asks of one partition: the end offset of `leader_epoch`, from a
+/// caller that believes the current leader epoch is `current_leader_epoch` (-1: unchecked).
+#[derive(Debug, Clone)]
+pub struct EpochQuery {
+    pub tp: TopicPartition,
+    pub current_leader_epoch: i32,
+    pub leader_epoch: i32,
+}
+
+/// The answer to an OffsetForLeaderEpoch query: `(epoch, end offset)` or an error.
+pub type EpochAnswer = Result<(i32, i64), KafkaError>;
+
 /// The answer to a ListOffsets query: `(offset, timestamp)` or an error.
 pub type OffsetAnswer = Result<(i64, i64), KafkaError>;
 
@@ -117,6 +129,11 @@ pub enum ShardRequest {
     DeleteRecords {
         parts: Vec<(TopicPartition, i64)>,
         reply: oneshot::Sender<Vec<Result<i64, KafkaError>>>,
+    },
+    /// Each partition's end offset for a leader epoch (OffsetForLeaderEpoch).
+    EpochEndOffsets {
+        queries: Vec<EpochQuery>,
+        reply: oneshot::Sender<Vec<EpochAnswer>>,
     },
     /// The producers each partition knows (DescribeProducers).
     DescribeProducers {
@@ -232,6 +249,10 @@ impl Shard {
                             .ok_or_else(not_here)
                     })
                     .collect();
+                let _ = reply.send(answers);
+            }
+            ShardRequest::EpochEndOffsets { queries, reply } => {
+                let answers = queries.iter().map(|q| self.epoch_end_offset(q)).collect();
                 let _ = reply.send(answers);
             }
             ShardRequest::ListOffsets { queries, reply } => {
@@ -399,6 +420,30 @@ impl Shard {
         let cancelled = std::pin::pin!(cancelled);
         runtime::timeout(max_wait, futures::future::select(any, cancelled)).await;
         let _ = reply.send(());
+    }
+
+    /// Kafka's per-partition OffsetForLeaderEpoch: the asker's current leader epoch must be
+    /// this partition's (older: FENCED_LEADER_EPOCH, newer: UNKNOWN_LEADER_EPOCH; -1 skips
+    /// the check), then the epoch cache answers.
+    fn epoch_end_offset(&self, q: &EpochQuery) -> EpochAnswer {
+        let p = self.partition(&q.tp).ok_or_else(not_here)?;
+        let local = p.leader_epoch();
+        let current = q.current_leader_epoch;
+        if current != -1 && current != local {
+            let code = if current < local {
+                KafkaCode::FencedLeaderEpoch
+            } else {
+                KafkaCode::UnknownLeaderEpoch
+            };
+            return Err(KafkaError::new(
+                code,
+                format!(
+                    "leader epoch {current} asked, {local} is current for {}",
+                    q.tp
+                ),
+            ));
+        }
+        Ok(p.end_offset_for_epoch(q.leader_epoch))
     }
 
     async fn list_offset(&self, q: &OffsetQuery) -> OffsetAnswer {

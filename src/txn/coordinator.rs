@@ -104,6 +104,12 @@ impl TxnCoordinator {
         }
     }
 
+    /// Forgets every transactional id `gone` names (its state partition moved to another
+    /// broker, whose coordinator reloads it from the log).
+    pub fn unload(&mut self, gone: impl Fn(&str) -> bool) {
+        self.txns.retain(|id, _| !gone(id));
+    }
+
     /// Transactions decided before a restart whose markers must be written (again).
     pub fn unfinished(&self) -> Vec<MarkerJob> {
         self.txns

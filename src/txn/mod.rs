@@ -10,6 +10,7 @@
 //! Uses base, protocol, partition (types), router, group.
 
 pub mod coordinator;
+mod markers;
 pub mod producer_ids;
 pub mod records;
 pub mod state;
@@ -24,10 +25,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 
 use crate::base::{Clock, KafkaCode, SystemClock, TopicPartition};
-use crate::controller::NewTopic;
-use crate::group;
+use crate::controller::{ClusterSnapshot, NewTopic};
+use crate::group::{self, leadership::Coordinates, leadership::Ownership};
 use crate::protocol::batch::{self, ControlType};
 use crate::router::Router;
 use crate::runtime;
@@ -41,10 +43,6 @@ pub use state::{TxnMetadata, TxnStatus};
 /// The internal topic holding transaction state.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 
-/// The coordinator epoch markers carry: the leader epoch of the `__transaction_state`
-/// partition, always 0 on a single node.
-const COORDINATOR_EPOCH: i32 = 0;
-
 /// Longest wait between marker-writing attempts.
 const MAX_MARKER_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -54,12 +52,16 @@ pub struct TxnSettings {
     pub coordinator: TxnConfig,
     /// `transaction.state.log.num.partitions`
     pub state_partitions: i32,
+    /// `transaction.state.log.replication.factor`
+    pub state_replication_factor: i16,
 }
 
-/// One shard's coordinator.
+/// One shard's coordinator and the state partitions it leads.
 struct TxnShard {
     router: Rc<Router>,
     coordinator: RefCell<TxnCoordinator>,
+    owned: RefCell<Ownership>,
+    peers: markers::Peers,
 }
 
 thread_local! {
@@ -75,25 +77,50 @@ fn now_ms() -> i64 {
 }
 
 /// Sets up this shard's coordinator, loads the transactional ids of the
-/// `__transaction_state` partitions it owns, resumes unfinished transactions and starts the
-/// timer. Call once per shard before serving requests.
+/// `__transaction_state` partitions it leads (resuming their unfinished transactions),
+/// follows their leadership from then on, and starts the timer. Call once per shard before
+/// serving requests.
 pub async fn install(router: Rc<Router>, settings: &TxnSettings) {
     let shell = Rc::new(TxnShard {
-        router,
+        router: router.clone(),
         coordinator: RefCell::new(TxnCoordinator::new(settings.coordinator.clone())),
+        owned: RefCell::new(Ownership::default()),
+        peers: markers::Peers::default(),
     });
     LOCAL.with(|l| *l.borrow_mut() = Some(shell.clone()));
-    load_owned_partitions(&shell).await;
-    let unfinished = shell.coordinator.borrow().unfinished();
-    for job in unfinished {
-        runtime::detach(write_markers(shell.clone(), job));
-    }
+    group::leadership::follow(&router, TXN_STATE_TOPIC, &shell).await;
     runtime::detach(run_timer(Rc::downgrade(&shell)));
 }
 
-async fn load_owned_partitions(shell: &TxnShard) {
+impl Coordinates for TxnShard {
+    fn ownership(&self) -> &RefCell<Ownership> {
+        &self.owned
+    }
+
+    fn load(self: Rc<Self>, partition: i32) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async move { load_partition(&self, partition).await })
+    }
+
+    fn unload(&self, partition: i32) {
+        let partitions = state_partitions(&self.router.snapshot());
+        self.coordinator
+            .borrow_mut()
+            .unload(|id| group::records::partition_for(id, partitions) == partition);
+    }
+}
+
+/// How many partitions `__transaction_state` has (0 before it exists).
+fn state_partitions(snap: &ClusterSnapshot) -> i32 {
+    snap.topics
+        .get(TXN_STATE_TOPIC)
+        .map_or(0, |t| t.partitions.len() as i32)
+}
+
+/// Replays one `__transaction_state` partition, then resumes the transactions of it that
+/// were decided but not completed (their markers are written again).
+async fn load_partition(shell: &Rc<TxnShard>, partition: i32) {
     let mut loaded = 0usize;
-    group::replay_owned(&shell.router, TXN_STATE_TOPIC, |r| {
+    group::replay_partition(&shell.router, TXN_STATE_TOPIC, partition, |r| {
         if let Some((id, meta)) = r.key.and_then(|k| records::decode(k, r.value)) {
             shell.coordinator.borrow_mut().load(id, meta);
             loaded += 1;
@@ -101,8 +128,27 @@ async fn load_owned_partitions(shell: &TxnShard) {
     })
     .await;
     if loaded > 0 {
-        tracing::info!(records = loaded, "transaction state loaded");
+        tracing::info!(partition, records = loaded, "transaction state loaded");
     }
+    let partitions = state_partitions(&shell.router.snapshot());
+    let unfinished = shell.coordinator.borrow().unfinished();
+    for job in unfinished
+        .into_iter()
+        .filter(|j| group::records::partition_for(&j.txn_id, partitions) == partition)
+    {
+        runtime::detach(write_markers(shell.clone(), job));
+    }
+}
+
+/// The epoch markers carry for `txn_id`: the leader epoch of its `__transaction_state`
+/// partition, so a partition can refuse markers from a deposed coordinator. None once this
+/// broker no longer leads that partition.
+fn coordinator_epoch(router: &Router, txn_id: &str) -> Option<i32> {
+    let snap = router.snapshot();
+    let p = group::records::partition_for(txn_id, state_partitions(&snap));
+    group::leadership::led_by_this_broker(&snap, TXN_STATE_TOPIC, p)
+        .then(|| snap.partition(TXN_STATE_TOPIC, p).map(|i| i.leader_epoch))
+        .flatten()
 }
 
 /// Aborts timed-out transactions and expires idle ids on time.
@@ -194,17 +240,21 @@ async fn write_markers(shell: Rc<TxnShard>, job: MarkerJob) {
     let mut left: Vec<(String, i32)> = job.partitions.iter().cloned().collect();
     let mut backoff = Duration::from_millis(50);
     while !left.is_empty() {
+        // A coordinator that lost its partition stops: the new one resumes from the log.
+        let Some(coordinator_epoch) = coordinator_epoch(&shell.router, &job.txn_id) else {
+            return;
+        };
         let parts = left
             .iter()
             .map(|(t, p)| MarkerPart {
                 tp: TopicPartition::new(t.clone(), *p),
                 producer_id: job.producer_id,
                 producer_epoch: job.epoch,
-                coordinator_epoch: COORDINATOR_EPOCH,
+                coordinator_epoch,
                 kind,
             })
             .collect();
-        let results = shell.router.write_markers(parts).await;
+        let results = markers::deliver(&shell.router, &shell.peers, parts).await;
         left = left
             .into_iter()
             .zip(results)
@@ -224,11 +274,12 @@ async fn write_markers(shell: Rc<TxnShard>, job: MarkerJob) {
             backoff = (backoff * 2).min(MAX_MARKER_BACKOFF);
         }
     }
-    for (_, p) in job
-        .partitions
-        .iter()
-        .filter(|(t, _)| t == group::OFFSETS_TOPIC)
-    {
+    // Offsets partitions led elsewhere settle there, when their leader writes the marker.
+    let snap = shell.router.snapshot();
+    for (_, p) in job.partitions.iter().filter(|(t, p)| {
+        t == group::OFFSETS_TOPIC
+            && group::leadership::led_by_this_broker(&snap, group::OFFSETS_TOPIC, *p)
+    }) {
         group::complete_txn(&shell.router, *p, job.producer_id, job.commit).await;
     }
     loop {
@@ -268,7 +319,10 @@ pub async fn ensure_state_topic(router: &Router, settings: &TxnSettings) -> Resu
             vec![NewTopic {
                 name: TXN_STATE_TOPIC.to_owned(),
                 num_partitions: settings.state_partitions,
-                replication_factor: 1,
+                replication_factor: group::internal_topic_replication(
+                    router,
+                    settings.state_replication_factor,
+                ),
                 configs,
             }],
             false,
@@ -281,15 +335,19 @@ pub async fn ensure_state_topic(router: &Router, settings: &TxnSettings) -> Resu
     }
 }
 
-/// The shard coordinating `txn_id`, or COORDINATOR_NOT_AVAILABLE before the topic exists.
-fn coordinator_shard(router: &Router, txn_id: &str) -> Result<usize, KafkaCode> {
+/// The shard coordinating `txn_id` and its state partition; COORDINATOR_NOT_AVAILABLE before
+/// the topic exists, NOT_COORDINATOR when another broker leads the partition.
+fn coordinator_shard(router: &Router, txn_id: &str) -> Result<(usize, i32), KafkaCode> {
     let snap = router.snapshot();
     let topic = snap
         .topics
         .get(TXN_STATE_TOPIC)
         .ok_or(KafkaCode::CoordinatorNotAvailable)?;
     let p = group::records::partition_for(txn_id, topic.partitions.len() as i32);
-    Ok(router.shard_of(topic.partitions[p as usize].shard))
+    if !group::leadership::led_by_this_broker(&snap, TXN_STATE_TOPIC, p) {
+        return Err(KafkaCode::NotCoordinator);
+    }
+    Ok((router.shard_of(topic.partitions[p as usize].shard), p))
 }
 
 /// Runs `work` on the shard coordinating `txn_id` and returns its answer.
@@ -299,13 +357,17 @@ where
     F: FnOnce(Rc<TxnShard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, KafkaCode>> + 'static,
 {
-    let shard = coordinator_shard(router, txn_id)?;
+    let (shard, partition) = coordinator_shard(router, txn_id)?;
     let (tx, rx) = oneshot::channel();
     router
         .invoke_on(
             shard,
             Box::new(move || {
                 let Some(shell) = local() else { return };
+                if let Err(code) = shell.owned.borrow().check(partition) {
+                    let _ = tx.send(Err(code));
+                    return;
+                }
                 runtime::detach(async move {
                     let _ = tx.send(work(shell).await);
                 });

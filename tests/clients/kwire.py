@@ -23,6 +23,7 @@ FETCH = 1
 LIST_OFFSETS = 2
 METADATA = 3
 API_VERSIONS = 18
+OFFSET_FOR_LEADER_EPOCH = 23
 CREATE_TOPICS = 19
 DELETE_TOPICS = 20
 DESCRIBE_CLUSTER = 60
@@ -39,6 +40,8 @@ UNSUPPORTED_VERSION = 35
 TOPIC_ALREADY_EXISTS = 36
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
 
 # ListOffsets special timestamps
 LATEST = -1
@@ -583,6 +586,24 @@ def list_offsets_v1(conn: Connection, topic, partition, timestamp):
         for (_p, err, ts, off) in parts:
             results.append((err, ts, off))
     assert len(results) == 1, f"expected one partition in the list offsets response, got {results}"
+    return results[0]
+
+
+def offset_for_leader_epoch_v3(conn: Connection, topic, partition, leader_epoch, current_leader_epoch=-1,
+                               replica_id=-1):
+    """OffsetForLeaderEpoch v3 for one partition. Returns (error_code, leader_epoch, end_offset)."""
+    body = (Writer().i32(replica_id)
+            .array([topic], lambda w, t: w.string(t).array(
+                [partition], lambda w, p: w.i32(p).i32(current_leader_epoch).i32(leader_epoch)))
+            .done())
+    r = conn.request(OFFSET_FOR_LEADER_EPOCH, 3, body)
+    r.i32()  # throttle_time_ms
+    results = []
+    for _name, parts in r.array(lambda r: (r.string(), r.array(
+            lambda r: (r.i16(), r.i32(), r.i32(), r.i64())))):
+        for (err, _p, epoch, end) in parts:
+            results.append((err, epoch, end))
+    assert len(results) == 1, f"expected one partition in the answer, got {results}"
     return results[0]
 
 

@@ -580,3 +580,65 @@ def test_sluice_bench_transactional_run_reports_commit_latency(broker, tmp_path)
     assert commit["count"] >= 40, commit
     assert 0 < commit["p50_us"] <= commit["p99_us"] <= commit["max_us"]
     assert report["consume"]["records"] >= report["produce"]["records"] * 0.9, report
+
+
+# --------------------------------------------------------------------------- WriteTxnMarkers
+
+WRITE_TXN_MARKERS = 27
+
+
+def write_txn_markers_v1(conn, producer_id, epoch, commit, topics, coordinator_epoch=0):
+    """WriteTxnMarkers v1 (flexible) for one producer; `topics` maps a topic to its
+    partitions. Returns {(topic, partition): error_code}."""
+    w = kwire.Writer().raw(kwire.uvarint(2))  # one marker
+    w.i64(producer_id).i16(epoch).boolean(commit)
+    w.raw(kwire.uvarint(len(topics) + 1))
+    for name, partitions in topics.items():
+        w.compact_string(name).raw(kwire.uvarint(len(partitions) + 1))
+        for p in partitions:
+            w.i32(p)
+        w.raw(b"\x00")
+    w.i32(coordinator_epoch).raw(b"\x00").raw(b"\x00")
+    r = conn.request(WRITE_TXN_MARKERS, 1, w.done(), flexible=True)
+    assert r.raw(1) == b"\x00"  # response header tagged fields
+
+    def uvar():
+        shift = value = 0
+        while True:
+            b = r.i8() & 0xFF
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value
+            shift += 7
+
+    codes = {}
+    for _ in range(uvar() - 1):
+        r.i64()
+        for _ in range(uvar() - 1):
+            name = r.raw(uvar() - 1).decode()
+            for _ in range(uvar() - 1):
+                partition, code = r.i32(), r.i16()
+                assert r.raw(1) == b"\x00"
+                codes[(name, partition)] = code
+            assert r.raw(1) == b"\x00"
+        assert r.raw(1) == b"\x00"
+    return codes
+
+
+def test_write_txn_markers_from_another_coordinator_ends_the_transaction_here(broker):
+    """What a coordinator on another broker sends to this partition's leader: the marker is
+    written, read_committed sees the transaction's records, and an unknown partition is
+    refused per partition."""
+    ck_create_topic(broker.bootstrap, "markers", partitions=1)
+    with kwire.Connection.to(broker.bootstrap) as conn:
+        err, pid, epoch = init_producer_id(conn)
+        assert err == 0
+        batch = bytearray(idempotent_batch(pid, epoch, 0, [b"x", b"y", b"z"]))
+        struct.pack_into(">h", batch, 21, 0x10)  # transactional
+        struct.pack_into(">I", batch, 17, kwire.crc32c(bytes(batch[21:])))
+        assert kwire.produce(conn, "markers", 0, bytes(batch))[0].error_code == 0
+        assert read_topic(broker.bootstrap, "markers", 1) == []
+        codes = write_txn_markers_v1(conn, pid, epoch, True, {"markers": [0], "no-such-topic": [0]})
+        assert codes == {("markers", 0): 0, ("no-such-topic", 0): 3}
+    got = read_topic(broker.bootstrap, "markers", 1)
+    assert [v for _, _, v in got] == [b"x", b"y", b"z"]

@@ -238,12 +238,22 @@ pub async fn cluster_state(router: &Rc<Router>) -> Value {
     let brokers: Vec<Value> = snap
         .brokers
         .iter()
-        .map(|b| json!({ "node_id": b.node_id, "host": b.host, "port": b.port }))
+        .map(|b| {
+            json!({
+                "node_id": b.node_id,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "shards": b.shards,
+                "epoch": b.epoch,
+                "fenced": b.fenced,
+            })
+        })
         .collect();
     json!({
         "cluster_id": snap.cluster_id,
         "controller_id": snap.controller_id,
-        "node_id": snap.this_broker().node_id,
+        "node_id": snap.local_node,
         "shards": router.shard_count(),
         "brokers": brokers,
         "topics": topics,
