@@ -14,6 +14,7 @@ pub mod partition;
 pub mod shard;
 pub mod controller;
 pub mod router;
+pub mod replication;
 pub mod group;
 pub mod txn;
 pub mod server;

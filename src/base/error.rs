@@ -47,6 +47,7 @@ pub enum KafkaCode {
     FencedLeaderEpoch = 74,
     UnknownLeaderEpoch = 75,
     NotEnoughReplicas = 19,
+    NotEnoughReplicasAfterAppend = 20,
     OutOfOrderSequenceNumber = 45,
     DuplicateSequenceNumber = 46,
     InvalidProducerEpoch = 47,

@@ -355,6 +355,8 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// Kafka `broker.session.timeout.ms`.
     pub broker_session_timeout_ms: u64,
+    /// Kafka `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
 }
 
 /// One controller voter: its node id and controller address.
@@ -450,6 +452,7 @@ pub struct ConfigFile {
     pub max_connections: Option<usize>,
     pub queued_max_request_bytes: Option<usize>,
     pub fetch_max_bytes: Option<usize>,
+    pub replica_lag_time_max_ms: Option<i64>,
     /// Kafka `log.cleaner.dedupe.buffer.size` (whole broker; each shard gets its share).
     pub log_cleaner_dedupe_buffer_size: Option<u64>,
     /// Kafka `log.cleaner.io.max.bytes.per.second` (per shard).
@@ -571,6 +574,7 @@ impl ConfigFile {
             max_connections,
             queued_max_request_bytes,
             fetch_max_bytes,
+            replica_lag_time_max_ms,
             log_cleaner_dedupe_buffer_size,
             log_cleaner_io_max_bytes_per_second,
             log_cleaner_backoff_ms,
@@ -760,7 +764,13 @@ impl ConfigFile {
             fetch_max_bytes: self
                 .fetch_max_bytes
                 .unwrap_or(limits::DEFAULT_FETCH_MAX_BYTES),
+            replica_lag_time_max_ms: self.replica_lag_time_max_ms.unwrap_or(30_000),
         };
+        check(
+            "replica_lag_time_max_ms",
+            config.replica_lag_time_max_ms >= 1,
+            "must be at least 1",
+        )?;
         check(
             "producer_id_expiration_check_interval_ms",
             config.producer_id_expiration_check_interval_ms >= 1,

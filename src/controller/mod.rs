@@ -487,6 +487,35 @@ fn not_controller() -> KafkaError {
     )
 }
 
+/// A leader's ISR change for one partition (Kafka's AlterPartition), made against the
+/// partition epoch it saw; a controller that moved past that epoch refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+impl Controller {
+    /// Commits an ISR change proposed by a partition's leader.
+    ///
+    /// Stand-in: refused until the cluster metadata records (PartitionChange) and their
+    /// validation land; the leader then keeps its ISR and proposes again later. A
+    /// single-node broker has no followers, so it never proposes.
+    pub async fn alter_partition(&self, change: AlterPartition) -> Result<(), KafkaError> {
+        Err(KafkaError::new(
+            KafkaCode::InvalidRequest,
+            format!(
+                "ISR changes are not committed yet (asked for {}-{}: {:?})",
+                change.topic, change.partition, change.isr
+            ),
+        ))
+    }
+}
+
 /// The random number placement starts its round robin from (Kafka picks the first broker at
 /// random so topics do not all lead on the same one).
 fn placement_random() -> u64 {

@@ -193,6 +193,7 @@ pub(crate) async fn replay_partition(
             offset,
             max_bytes: 4 << 20,
             isolation: Isolation::ReadUncommitted,
+            replica_id: -1,
         };
         let read = router.fetch_once(&[part]).await.remove(0);
         if read.error.is_some() || read.records.is_empty() {

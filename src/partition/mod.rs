@@ -20,11 +20,16 @@
 //! leader as they are, truncates a divergent tail, and keeps the leader-epoch cache
 //! ([`epoch_cache`]) that OffsetForLeaderEpoch answers from. Uses base, config, protocol,
 //! runtime, log.
+//!
+//! Leadership ([`leadership`], [`isr`]): a leader tracks its followers' fetches and tells
+//! itself the high watermark they allow; acks=all waits for it.
 
 pub mod epoch_cache;
 mod persist;
 pub mod producer_state;
 mod replica;
+pub mod isr;
+mod leadership;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -41,6 +46,7 @@ use crate::runtime;
 
 pub use crate::log::Appended;
 use epoch_cache::EpochCache;
+pub use leadership::{ReplicaRole, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS};
 use producer_state::ProducerStateTable;
 pub use producer_state::{AbortedTxn, AppendCheck, BatchIdentity, ProducerEntry};
 
@@ -89,6 +95,14 @@ pub struct Partition {
     /// The topic's `min.insync.replicas` (changes with its configs).
     min_insync_replicas: Cell<i32>,
     txn: RefCell<TxnState>,
+    /// Leader, follower or the only replica (see [`replica`]).
+    replica: RefCell<ReplicaRole>,
+    /// Woken when the high watermark moves or the role changes.
+    hw_waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
+    /// Feeds the durable end to the ISR state while this replica leads followers.
+    durable_watch: RefCell<Option<runtime::Task<()>>>,
+    /// The broker's `replica.lag.time.max.ms`.
+    replica_lag_max_ms: Cell<i64>,
     /// Leader epochs and where each started in the log.
     epochs: RefCell<EpochCache>,
     /// Whether other replicas exist: then the high watermark is told, not the durable end.
@@ -171,6 +185,10 @@ impl Partition {
             message_max_bytes: std::cell::Cell::new(message_max_bytes),
             min_insync_replicas: Cell::new(min_insync),
             txn: RefCell::new(txn),
+            replica: RefCell::new(ReplicaRole::Single),
+            hw_waiters: RefCell::new(Vec::new()),
+            durable_watch: RefCell::new(None),
+            replica_lag_max_ms: Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
             epochs: RefCell::new(epochs),
             replicated: Cell::new(false),
             told_high_watermark: Cell::new(offsets.log_start),
@@ -203,11 +221,6 @@ impl Partition {
         unstable.map_or(hw, |first| first.min(hw))
     }
 
-    /// Replicas in sync with this leader: itself only, until replication exists.
-    pub fn in_sync_replicas(&self) -> i32 {
-        1
-    }
-
     /// Kafka's check before an `acks=all` append: refused with NOT_ENOUGH_REPLICAS (nothing
     /// appended) while fewer replicas than `min.insync.replicas` are in sync. `acks` 0 and 1
     /// do not wait for other replicas and are never refused for it.
@@ -235,6 +248,9 @@ impl Partition {
         origin: Origin,
         now: i64,
     ) -> Result<ProduceAppend, KafkaError> {
+        if !self.is_leader() {
+            return Err(leadership::not_leader(&self.tp));
+        }
         let (start, len) = self.single_batch(records)?;
         let header = *batch::header(&records[start..]).map_err(corrupt)?;
         let identity = BatchIdentity::of(&header);
@@ -293,6 +309,9 @@ impl Partition {
         kind: ControlType,
         now: i64,
     ) -> Result<Appended, KafkaError> {
+        if !self.is_leader() {
+            return Err(leadership::not_leader(&self.tp));
+        }
         self.txn
             .borrow()
             .producers
@@ -460,6 +479,9 @@ impl Partition {
         if acks == 0 {
             return Ok(());
         }
+        if acks == -1 {
+            return self.wait_replicated(appended).await;
+        }
         self.log
             .wait_durable(appended.last_offset)
             .await
@@ -467,6 +489,15 @@ impl Partition {
     }
 
     pub async fn read(&self, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadResult {
+        if !self.is_leader() {
+            return ReadResult {
+                error: Some(leadership::not_leader(&self.tp)),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                ..ReadResult::default()
+            };
+        }
         let offsets = self.offsets();
         let lso = self.last_stable_offset();
         let mut result = ReadResult {
@@ -511,9 +542,34 @@ impl Partition {
         self.log.data_waiters()
     }
 
-    /// Fires when the high watermark next moves.
+    /// Fires when the high watermark next moves (or the role changes).
     pub fn data_arrival(&self) -> futures::channel::oneshot::Receiver<()> {
+        self.hw_arrival()
+    }
+
+    /// Fires when the durable end next moves: what a follower's long poll waits for.
+    pub fn durable_arrival(&self) -> futures::channel::oneshot::Receiver<()> {
         self.log.data_arrival()
+    }
+
+    /// A follower's read: whole batches from `offset` up to the durable end (not the HW),
+    /// with the HW to pass on. Only a leader serves it.
+    pub async fn read_for_follower(
+        &self,
+        follower: i32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> ReadResult {
+        if let Err(e) = self.on_follower_fetch(follower, offset) {
+            return ReadResult {
+                error: Some(e),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                ..ReadResult::default()
+            };
+        }
+        self.read_for_replica(offset, max_bytes).await
     }
 
     /// Offset and timestamp of the first record at or after `timestamp`.
@@ -550,6 +606,8 @@ impl Partition {
 
     /// Flushes the log, then writes a snapshot at its end so a clean restart replays nothing.
     pub async fn close(&self) -> Result<(), KafkaError> {
+        self.durable_watch.borrow_mut().take();
+        self.wake_hw_waiters();
         self.log.close().await.map_err(storage_error)?;
         self.snapshots_written().await;
         let snapshot = self
@@ -728,5 +786,7 @@ fn storage_error(e: LogError) -> KafkaError {
     }
 }
 
+#[cfg(test)]
+mod leadership_tests;
 #[cfg(test)]
 mod tests;

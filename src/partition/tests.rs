@@ -36,7 +36,7 @@ fn produced(pid: i64, epoch: i16, seq: i32, n: usize, transactional: bool) -> By
 
 async fn append_durably(p: &Partition, records: Bytes) -> Result<ProduceAppend, KafkaError> {
     let a = p.append(&records, Origin::Client, 0)?;
-    p.wait_acked(a.appended, -1).await?;
+    p.wait_acked(a.appended, 1).await?;
     Ok(a)
 }
 

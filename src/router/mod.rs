@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::controller::{
-    AdminOp, AdminResults, ClusterSnapshot, Controller, CreatedTopic, NewTopic,
+    AdminOp, AdminResults, AlterPartition, ClusterSnapshot, Controller, CreatedTopic, NewTopic,
 };
 use crate::metrics::ShardMetrics;
 use crate::partition::{ProducerView, ReadResult};
@@ -54,6 +54,11 @@ pub enum MeshMessage {
     },
     AllocateProducerIds {
         reply: oneshot::Sender<Result<(i64, i64), KafkaError>>,
+    },
+    /// A leader's ISR change, for the controller.
+    AlterPartition {
+        change: AlterPartition,
+        reply: oneshot::Sender<Result<(), KafkaError>>,
     },
     /// Runs a closure on the receiving shard (Redpanda's `invoke_on`): how modules above the
     /// router (groups, transactions) reach state that lives on another core.
@@ -170,6 +175,12 @@ impl Router {
                     let _ = reply.send(me.allocate_producer_ids_here().await);
                 });
             }
+            MeshMessage::AlterPartition { change, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.alter_partition_here(change).await);
+                });
+            }
             MeshMessage::Snapshot { snapshot, applied } => self.queue_snapshot(snapshot, applied),
         }
     }
@@ -198,18 +209,28 @@ impl Router {
     }
 
     async fn apply_snapshot(&self, snapshot: Arc<ClusterSnapshot>) {
+        let local = snapshot.local_node;
         let here = snapshot
             .topics
             .values()
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| p.local_replica() && self.owns(p.shard))
+                    .filter(move |p| p.local_replica() && self.owns(p.shard))
                     .map(move |p| {
+                        let role = if p.leader == local {
+                            Role::Leader
+                        } else {
+                            Role::Follower { leader: p.leader }
+                        };
                         let placement = Placement {
                             topic_id: t.topic_id,
                             leader_epoch: p.leader_epoch,
-                            role: Role::Leader,
+                            partition_epoch: p.partition_epoch,
+                            role,
+                            local,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
                         };
                         (TopicPartition::new(t.name.clone(), p.index), placement)
                     })
@@ -663,6 +684,32 @@ impl Router {
         let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
         rx.await
             .unwrap_or_else(|_| Err(KafkaCode::CoordinatorNotAvailable.into()))
+    }
+
+    /// Proposes a leader's ISR change to the controller; it takes effect when a snapshot
+    /// carries it.
+    pub async fn alter_partition(&self, change: AlterPartition) -> Result<(), KafkaError> {
+        if self.controller.borrow().is_some() {
+            return self.alter_partition_here(change).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = MeshMessage::AlterPartition { change, reply: tx };
+        let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
+        rx.await
+            .unwrap_or_else(|_| Err(KafkaCode::NotController.into()))
+    }
+
+    async fn alter_partition_here(&self, change: AlterPartition) -> Result<(), KafkaError> {
+        let controller = self.controller.borrow().clone();
+        match controller {
+            Some(c) => c.alter_partition(change).await,
+            None => Err(KafkaCode::NotController.into()),
+        }
+    }
+
+    /// This shard's partitions (for the replication tasks).
+    pub fn local_shard(&self) -> &Rc<Shard> {
+        &self.local
     }
 
     async fn allocate_producer_ids_here(&self) -> Result<(i64, i64), KafkaError> {

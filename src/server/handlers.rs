@@ -317,6 +317,7 @@ impl Handlers {
                     offset: p.fetch_offset,
                     max_bytes: (p.partition_max_bytes.max(0) as usize).min(total_max),
                     isolation,
+                    replica_id: req.replica_id.0,
                 });
             }
             layout.push((topic, t.topic_id, idx));

@@ -260,6 +260,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     first_snapshot
         .await
         .context("no metadata snapshot arrived")?;
+    crate::replication::install(&router, config.replica_lag_time_max_ms);
     let group_config = group_settings(config);
     crate::group::install(router.clone(), &group_config).await;
     let txn_config = txn_settings(config);

@@ -19,8 +19,11 @@ use futures::future::{join_all, select_all};
 use crate::base::{Clock, KafkaCode, KafkaError, SystemClock, TopicPartition};
 use crate::config::LogSettings;
 use crate::metrics;
+use crate::partition::isr::ReplicaLayout;
 pub use crate::partition::Origin;
-use crate::partition::{Isolation, Partition, ProducerView, ReadResult};
+use crate::partition::{
+    Isolation, Partition, ProducerView, ReadResult, RoleChange, DEFAULT_REPLICA_LAG_TIME_MAX_MS,
+};
 use crate::protocol::batch::ControlType;
 use crate::runtime::{self, TaskClass};
 pub use transitions::{Desired, Placement, Role};
@@ -57,6 +60,9 @@ pub struct FetchPart {
     pub offset: i64,
     pub max_bytes: usize,
     pub isolation: Isolation,
+    /// The fetching follower's broker id, or -1 for a consumer (Kafka's `replica_id`). A
+    /// follower reads up to the leader's durable end, not the high watermark.
+    pub replica_id: i32,
 }
 
 /// What ListOffsets asks of one partition.
@@ -146,6 +152,27 @@ pub struct Shard {
     /// `settings` when its partitions open and applied to them when they change.
     topic_configs: RefCell<(u64, TopicConfigs)>,
     applier: RefCell<MetadataApplier>,
+    /// See [`Shard::roles_changed`].
+    role_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The broker's `replica.lag.time.max.ms`.
+    replica_lag_max_ms: std::cell::Cell<i64>,
+}
+
+/// What a placement makes the partition's replica here.
+fn role_change(placement: &Placement) -> RoleChange {
+    match placement.role {
+        Role::Leader => RoleChange::Leader(ReplicaLayout {
+            local: placement.local,
+            leader_epoch: placement.leader_epoch,
+            partition_epoch: placement.partition_epoch,
+            replicas: placement.replicas.clone(),
+            isr: placement.isr.clone(),
+        }),
+        Role::Follower { leader } => RoleChange::Follower {
+            leader,
+            leader_epoch: placement.leader_epoch,
+        },
+    }
 }
 
 fn not_here() -> KafkaError {
@@ -174,6 +201,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             topic_configs: RefCell::new((0, TopicConfigs::new())),
             applier: RefCell::new(MetadataApplier::default()),
+            role_waiters: RefCell::new(Vec::new()),
+            replica_lag_max_ms: std::cell::Cell::new(DEFAULT_REPLICA_LAG_TIME_MAX_MS),
         })
     }
 
@@ -327,6 +356,10 @@ impl Shard {
         let mut out = Vec::with_capacity(parts.len());
         for part in parts {
             let r = match self.partition(&part.tp) {
+                Some(p) if part.replica_id >= 0 => {
+                    p.read_for_follower(part.replica_id, part.offset, part.max_bytes)
+                        .await
+                }
                 Some(p) => {
                     let r = p.read(part.offset, part.max_bytes, part.isolation).await;
                     metrics::local().on_partition(&part.tp, p.topic_id, |c| {
@@ -361,6 +394,7 @@ impl Shard {
                 continue;
             };
             let visible_end = match part.isolation {
+                _ if part.replica_id >= 0 => p.durable_end_offset(),
                 Isolation::ReadUncommitted => p.offsets().high_watermark,
                 Isolation::ReadCommitted => p.last_stable_offset(),
             };
@@ -368,7 +402,11 @@ impl Shard {
                 let _ = reply.send(());
                 return;
             }
-            arrivals.push(p.data_arrival());
+            arrivals.push(if part.replica_id >= 0 {
+                p.durable_arrival()
+            } else {
+                p.data_arrival()
+            });
         }
         if arrivals.is_empty() {
             // Nothing here can change; let the caller's deadline decide.
@@ -430,10 +468,39 @@ impl Shard {
         let Some(steps) = self.applier.borrow_mut().offer(desired) else {
             return false;
         };
+        let changed = !steps.is_empty();
         for step in steps {
             self.run_transition(step).await;
         }
+        if changed {
+            for w in std::mem::take(&mut *self.role_waiters.borrow_mut()) {
+                let _ = w.send(());
+            }
+        }
         true
+    }
+
+    /// Fires after the next metadata change of the partitions here (opened, closed, a new
+    /// role, leader epoch or ISR): what the replication fetchers wait for.
+    pub fn roles_changed(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.role_waiters.borrow_mut();
+        waiters.retain(|w| !w.is_canceled());
+        waiters.push(tx);
+        rx
+    }
+
+    /// Every partition open here.
+    pub fn open_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().cloned().collect()
+    }
+
+    /// Sets `replica.lag.time.max.ms` for the partitions here and those opened later.
+    pub fn set_replica_lag_max_ms(&self, ms: i64) {
+        self.replica_lag_max_ms.set(ms);
+        for p in self.open_partitions() {
+            p.set_replica_lag_max_ms(ms);
+        }
     }
 
     async fn run_transition(&self, step: Transition) {
@@ -460,6 +527,8 @@ impl Shard {
                     .await
                 {
                     Ok(p) => {
+                        p.set_replica_lag_max_ms(self.replica_lag_max_ms.get());
+                        p.set_role(role_change(&placement));
                         self.partitions.borrow_mut().insert(tp, p);
                     }
                     Err(e) => {
@@ -468,9 +537,9 @@ impl Shard {
                     }
                 }
             }
-            Transition::SetLeaderEpoch { tp, leader_epoch } => {
+            Transition::Update { tp, placement } => {
                 if let Some(p) = self.partition(&tp) {
-                    p.set_leader_epoch(leader_epoch);
+                    p.set_role(role_change(&placement));
                 }
             }
         }

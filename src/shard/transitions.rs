@@ -13,18 +13,42 @@ use std::collections::BTreeMap;
 
 use crate::base::TopicPartition;
 
-/// What this shard is for a partition. Followers come with replication.
+/// What this shard is for a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Leader,
+    /// Replicates the partition from broker `leader` (-1: no leader right now).
+    Follower {
+        leader: i32,
+    },
 }
 
 /// How the metadata places one partition on this shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub topic_id: [u8; 16],
     pub leader_epoch: i32,
+    pub partition_epoch: i32,
     pub role: Role,
+    /// This broker's node id.
+    pub local: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl Placement {
+    /// A placement of the only replica, led here.
+    pub fn single(topic_id: [u8; 16], leader_epoch: i32, local: i32) -> Self {
+        Self {
+            topic_id,
+            leader_epoch,
+            partition_epoch: 0,
+            role: Role::Leader,
+            local,
+            replicas: vec![local],
+            isr: vec![local],
+        }
+    }
 }
 
 /// One change to the set of partitions a shard runs.
@@ -39,10 +63,11 @@ pub enum Transition {
     Stop { tp: TopicPartition },
     /// The partition's topic is gone (or was re-created with a new id): close and remove it.
     Delete { tp: TopicPartition },
-    /// Same log, new leader epoch.
-    SetLeaderEpoch {
+    /// Same log, new role, leader epoch or ISR (the replication fetchers and the ISR
+    /// tracking react to it).
+    Update {
         tp: TopicPartition,
-        leader_epoch: i32,
+        placement: Placement,
     },
 }
 
@@ -80,10 +105,10 @@ impl MetadataApplier {
         for (tp, have) in &self.current {
             match desired.here.get(tp) {
                 Some(want) if want.topic_id == have.topic_id => {
-                    if want.leader_epoch != have.leader_epoch {
-                        opening.push(Transition::SetLeaderEpoch {
+                    if want != have {
+                        opening.push(Transition::Update {
                             tp: tp.clone(),
-                            leader_epoch: want.leader_epoch,
+                            placement: want.clone(),
                         });
                     }
                 }
@@ -102,7 +127,7 @@ impl MetadataApplier {
             {
                 opening.push(Transition::Open {
                     tp: tp.clone(),
-                    placement: *want,
+                    placement: want.clone(),
                 });
             }
         }
@@ -129,11 +154,7 @@ mod tests {
     }
 
     fn placed(id: u8) -> Placement {
-        Placement {
-            topic_id: [id; 16],
-            leader_epoch: 0,
-            role: Role::Leader,
-        }
+        Placement::single([id; 16], 0, 1)
     }
 
     fn desired(version: u64, here: &[(TopicPartition, u8)]) -> Desired<'static> {
@@ -182,6 +203,42 @@ mod tests {
             })
             .unwrap();
         assert_eq!(steps, vec![Transition::Stop { tp: tp("t", 0) }]);
+    }
+
+    #[test]
+    fn a_new_leader_or_isr_is_an_update_of_the_open_log() {
+        let mut a = MetadataApplier::default();
+        a.offer(desired(1, &[(tp("t", 0), 1)])).unwrap();
+        let follower = Placement {
+            role: Role::Follower { leader: 2 },
+            leader_epoch: 1,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            ..placed(1)
+        };
+        let here = BTreeMap::from([(tp("t", 0), follower.clone())]);
+        let steps = a
+            .offer(Desired {
+                version: 2,
+                here: here.clone(),
+                exists: &|_, _| true,
+            })
+            .unwrap();
+        assert_eq!(
+            steps,
+            vec![Transition::Update {
+                tp: tp("t", 0),
+                placement: follower
+            }]
+        );
+        let same = a
+            .offer(Desired {
+                version: 3,
+                here,
+                exists: &|_, _| true,
+            })
+            .unwrap();
+        assert!(same.is_empty(), "nothing changed: {same:?}");
     }
 
     #[test]
@@ -258,7 +315,7 @@ mod tests {
                             running.retain(|(t, _)| *t != tp);
                             prop_assert_eq!(before, running.len() + 1);
                         }
-                        Transition::SetLeaderEpoch { .. } => {}
+                        Transition::Update { .. } => {}
                     }
                 }
                 let want: BTreeSet<_> =

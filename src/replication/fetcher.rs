@@ -1,0 +1,213 @@
+//! Follower fetchers: one task per (leader broker, this shard), fetching every partition
+//! this shard follows from that leader in one Fetch (`replica_id` = this broker), through
+//! the crate's client connection. Fetched batches are appended as they are
+//! (`append_replicated`); the follower's HW becomes min(leader's HW, its own log end).
+//! Errors back off (doubling, bounded) and reconnect. The manager starts and stops fetchers
+//! as the shard's roles change: a partition that stops following this leader is dropped
+//! from its fetcher; a fetcher with no partitions left is stopped.
+//!
+//! Not yet here: OffsetForLeaderEpoch and truncation of a divergent tail when a partition
+//! becomes a follower (they need the log's truncation and the API on the leader).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::base::{KafkaCode, TopicPartition};
+use crate::client::conn::{ConnectOptions, Connection};
+use crate::partition::Partition;
+use crate::router::Router;
+use crate::runtime::{self, Task};
+
+/// How long the leader may hold a replica fetch with nothing new (Kafka's
+/// `replica.fetch.wait.max.ms` default).
+const FETCH_WAIT: Duration = Duration::from_millis(500);
+/// Bytes asked per partition and per fetch (Kafka's `replica.fetch.max.bytes` and
+/// `replica.fetch.response.max.bytes` defaults).
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+/// Backoff after a failed fetch: from `replica.fetch.backoff.ms` (Kafka's default), doubling.
+const BACKOFF_MIN: Duration = Duration::from_millis(1000);
+const BACKOFF_MAX: Duration = Duration::from_millis(8000);
+const FETCH_VERSION_MAX: i16 = 12;
+
+/// The partitions one fetcher copies.
+type Followed = Rc<RefCell<Vec<Rc<Partition>>>>;
+
+struct Fetcher {
+    partitions: Followed,
+    /// Dropping it stops the fetcher.
+    _task: Task<()>,
+}
+
+/// Keeps one fetcher per leader this shard follows, updated at every role change.
+pub async fn manage(router: Weak<Router>) {
+    let mut fetchers: BTreeMap<i32, Fetcher> = BTreeMap::new();
+    loop {
+        let changed = {
+            let Some(r) = router.upgrade() else { return };
+            let want = followed_by_leader(&r);
+            fetchers.retain(|leader, _| want.contains_key(leader));
+            for (leader, parts) in want {
+                let f = fetchers.entry(leader).or_insert_with(|| {
+                    let partitions: Followed = Rc::default();
+                    let task = runtime::spawn(run(router.clone(), leader, partitions.clone()));
+                    Fetcher {
+                        partitions,
+                        _task: task,
+                    }
+                });
+                *f.partitions.borrow_mut() = parts;
+            }
+            r.local_shard().roles_changed()
+        };
+        if changed.await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The partitions open here that follow a known leader, by leader.
+fn followed_by_leader(router: &Router) -> BTreeMap<i32, Vec<Rc<Partition>>> {
+    let mut by_leader: BTreeMap<i32, Vec<Rc<Partition>>> = BTreeMap::new();
+    for p in router.local_shard().open_partitions() {
+        if let Some(leader) = p.following().filter(|l| *l >= 0) {
+            by_leader.entry(leader).or_default().push(p);
+        }
+    }
+    by_leader
+}
+
+/// One fetcher's loop: fetch, append, repeat; back off and reconnect on errors.
+async fn run(router: Weak<Router>, leader: i32, partitions: Followed) {
+    let mut conn: Option<Connection> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let outcome = fetch_round(&router, leader, &partitions, &mut conn).await;
+        match outcome {
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(reason) => {
+                tracing::debug!(leader, %reason, "replica fetch failed; backing off");
+                if conn.as_ref().is_some_and(Connection::is_broken) {
+                    conn = None;
+                }
+                runtime::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// One Fetch to the leader for every partition still following it.
+async fn fetch_round(
+    router: &Weak<Router>,
+    leader: i32,
+    partitions: &Followed,
+    conn: &mut Option<Connection>,
+) -> Result<(), String> {
+    let (addr, local) = {
+        let r = router.upgrade().ok_or("shutting down")?;
+        let snap = r.snapshot();
+        let broker = snap
+            .brokers
+            .iter()
+            .find(|b| b.node_id == leader)
+            .ok_or_else(|| format!("leader {leader} is not a known broker"))?;
+        (format!("{}:{}", broker.host, broker.port), snap.local_node)
+    };
+    let active: Vec<Rc<Partition>> = partitions
+        .borrow()
+        .iter()
+        .filter(|p| p.following() == Some(leader))
+        .cloned()
+        .collect();
+    if active.is_empty() {
+        return Err("no partition follows this leader".into());
+    }
+    let c = match conn.take() {
+        Some(c) if !c.is_broken() => c,
+        _ => connect(&addr, local).await?,
+    };
+    *conn = Some(c.clone());
+    let version = c
+        .version(ApiKey::Fetch)
+        .map_err(|e| e.to_string())?
+        .min(FETCH_VERSION_MAX);
+    let req = fetch_request(local, &active);
+    let resp = c
+        .request_at(&req, version)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut failed = None;
+    for t in resp.responses {
+        let topic = t.topic.0.to_string();
+        for pd in t.partitions {
+            let tp = TopicPartition::new(topic.clone(), pd.partition_index);
+            let Some(p) = active.iter().find(|p| p.tp == tp) else {
+                continue;
+            };
+            if pd.error_code != KafkaCode::None.code() {
+                failed = Some(format!("{tp}: error code {}", pd.error_code));
+                continue;
+            }
+            if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
+                if let Err(e) = p.append_replicated(records) {
+                    failed = Some(format!("{tp}: {e}"));
+                    continue;
+                }
+            }
+            p.set_follower_high_watermark(pd.high_watermark);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn connect(addr: &str, local: i32) -> Result<Connection, String> {
+    let socket: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+    let opts = ConnectOptions {
+        client_id: format!("sluice-replica-{local}"),
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: FETCH_WAIT + Duration::from_secs(30),
+    };
+    Connection::open(socket, addr, &opts)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A replica Fetch: every partition from its log end.
+fn fetch_request(local: i32, partitions: &[Rc<Partition>]) -> FetchRequest {
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for p in partitions {
+        let mut fp = FetchPartition::default();
+        fp.partition = p.tp.partition;
+        fp.fetch_offset = p.log_end_offset();
+        fp.current_leader_epoch = p.leader_epoch();
+        fp.partition_max_bytes = PARTITION_MAX_BYTES;
+        topics.entry(p.tp.topic.as_str()).or_default().push(fp);
+    }
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(local);
+    req.max_wait_ms = FETCH_WAIT.as_millis() as i32;
+    req.min_bytes = 1;
+    req.max_bytes = RESPONSE_MAX_BYTES;
+    req.topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_string(name.to_owned()));
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    req
+}
