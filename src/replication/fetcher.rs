@@ -6,8 +6,8 @@
 //! as the shard's roles change: a partition that stops following this leader is dropped
 //! from its fetcher; a fetcher with no partitions left is stopped.
 //!
-//! Not yet here: OffsetForLeaderEpoch and truncation of a divergent tail when a partition
-//! becomes a follower (they need the log's truncation and the API on the leader).
+//! A partition fetches only once it is reconciled with the leader in its current leader
+//! epoch ([`truncation`]): its divergent tail, if any, is cut first.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -24,6 +24,8 @@ use crate::client::conn::{ConnectOptions, Connection};
 use crate::partition::Partition;
 use crate::router::Router;
 use crate::runtime::{self, Task};
+
+use super::truncation::{self, Reconciled};
 
 /// How long the leader may hold a replica fetch with nothing new (Kafka's
 /// `replica.fetch.wait.max.ms` default).
@@ -87,9 +89,10 @@ fn followed_by_leader(router: &Router) -> BTreeMap<i32, Vec<Rc<Partition>>> {
 /// One fetcher's loop: fetch, append, repeat; back off and reconnect on errors.
 async fn run(router: Weak<Router>, leader: i32, partitions: Followed) {
     let mut conn: Option<Connection> = None;
+    let mut reconciled = Reconciled::new();
     let mut backoff = BACKOFF_MIN;
     loop {
-        let outcome = fetch_round(&router, leader, &partitions, &mut conn).await;
+        let outcome = fetch_round(&router, leader, &partitions, &mut conn, &mut reconciled).await;
         match outcome {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(reason) => {
@@ -110,6 +113,7 @@ async fn fetch_round(
     leader: i32,
     partitions: &Followed,
     conn: &mut Option<Connection>,
+    reconciled: &mut Reconciled,
 ) -> Result<(), String> {
     let (addr, local) = {
         let r = router.upgrade().ok_or("shutting down")?;
@@ -135,6 +139,14 @@ async fn fetch_round(
         _ => connect(&addr, local).await?,
     };
     *conn = Some(c.clone());
+    truncation::reconcile(&c, local, &active, reconciled).await?;
+    let active: Vec<Rc<Partition>> = active
+        .into_iter()
+        .filter(|p| reconciled.get(&p.tp) == Some(&p.leader_epoch()))
+        .collect();
+    if active.is_empty() {
+        return Err("no partition is reconciled with the leader yet".into());
+    }
     let version = c
         .version(ApiKey::Fetch)
         .map_err(|e| e.to_string())?

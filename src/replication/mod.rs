@@ -1,11 +1,13 @@
 //! Replication's I/O shell on each shard: the follower fetchers ([`fetcher`]) that copy the
 //! partitions this shard follows from their leaders, and the ISR proposer ([`isr`]) that
-//! sends a leader's ISR changes to the controller. The decisions live sans-io in
+//! sends a leader's ISR changes to the controller; before following a leader in a new epoch
+//! a partition cuts the tail that leader does not have ([`truncation`]). The decisions live sans-io in
 //! `partition::isr` and `partition::leadership`; this layer only moves bytes and requests.
 //! Uses base, client, partition, shard, controller, router.
 
 pub mod fetcher;
 pub mod isr;
+mod truncation;
 
 use std::rc::Rc;
 use std::time::Duration;
