@@ -8,10 +8,12 @@
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
 mod admin;
+pub mod alter;
 pub mod change;
 pub mod election;
 mod metadata_log;
 pub mod placement;
+pub mod reassign;
 pub mod registry;
 mod snapshot;
 #[cfg(test)]
