@@ -17,6 +17,8 @@ pub mod reassign;
 pub mod registry;
 mod snapshot;
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod testkit;
 mod validate;
 
