@@ -6,16 +6,32 @@
 //! A single node keeps its metadata in a local, durable record log (`metadata_log`); the
 //! cluster work puts a Raft group behind the same interface (append a record, read committed
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
+//!
+//! The cluster decisions are pure functions of a snapshot returning the records to commit,
+//! for the controller leader to call (no I/O, no clock of their own):
+//! - `placement::assign` — replicas and shards for new partitions;
+//! - `registry::Registry` — `register`, `on_heartbeat`, `tick` (session-timeout fencing),
+//!   `controlled_shutdown`;
+//! - `election` — `on_fenced`, `on_unfenced`, `preferred_rebalance`, `elect_preferred`,
+//!   `elect_unclean`;
+//! - `alter::alter_partition` — a leader's ISR change (AlterPartition);
+//! - `reassign` — `start`, `cancel`, `list` (KIP-455); completion happens in AlterPartition.
+//!
+//! `sim_tests` drives them together through seeded crashes, cuts and clock jumps.
 
 mod admin;
+pub mod alter;
 pub mod change;
 pub mod election;
 mod metadata_log;
 pub mod placement;
 mod quorum;
 pub mod raft;
+pub mod reassign;
 pub mod registry;
 mod snapshot;
+#[cfg(test)]
+mod sim_tests;
 #[cfg(test)]
 mod testkit;
 mod validate;

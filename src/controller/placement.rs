@@ -183,7 +183,13 @@ impl RoundRobin {
     }
 }
 
-/// How many replicas each shard of each live broker holds, so each new replica goes to
+/// The shard of `broker` holding the fewest replicas (for a replica added by a
+/// reassignment).
+pub fn least_loaded_shard(snap: &ClusterSnapshot, broker: i32) -> usize {
+    ShardLoad::of(snap).take(broker)
+}
+
+/// How many replicas each shard of each registered broker holds, so each new replica goes to
 /// its broker's least loaded shard (lowest index on a tie).
 struct ShardLoad {
     load: BTreeMap<i32, Vec<usize>>,
@@ -192,7 +198,8 @@ struct ShardLoad {
 impl ShardLoad {
     fn of(snap: &ClusterSnapshot) -> Self {
         let mut load: BTreeMap<i32, Vec<usize>> = snap
-            .live_brokers()
+            .brokers
+            .iter()
             .map(|b| (b.node_id, vec![0; b.shards.max(1)]))
             .collect();
         let partitions = snap.topics.values().flat_map(|t| &t.partitions);

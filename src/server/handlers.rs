@@ -683,3 +683,51 @@ fn metadata_controller_id(snap: &crate::controller::ClusterSnapshot) -> i32 {
         snap.local_node
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::MetadataRecord;
+
+    /// Brokers 1–3 registered, 1 and 2 alive; topic t with p0 led by 1 and p1 by 3.
+    fn cluster() -> ClusterSnapshot {
+        let mut s = ClusterSnapshot::joining(1, "c".into());
+        for node_id in 1..=3 {
+            s.apply(&MetadataRecord::RegisterBroker {
+                node_id,
+                epoch: 1,
+                host: format!("h{node_id}"),
+                port: 9092,
+                rack: Some("r".into()),
+                shards: 1,
+            });
+        }
+        for node_id in 1..=2 {
+            s.apply(&MetadataRecord::UnfenceBroker { node_id, epoch: 1 });
+        }
+        s.apply(&MetadataRecord::CreateTopic {
+            name: "t".into(),
+            topic_id: [1; 16],
+            shards: vec![0, 0],
+            replication_factor: 2,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 3], vec![3, 2]],
+            replica_shards: vec![vec![0, 0], vec![0, 0]],
+        });
+        s
+    }
+
+    #[test]
+    fn metadata_partition_lists_real_replicas_and_no_leader_without_a_live_one() {
+        let snap = cluster();
+        let t = metadata_topic(&snap, &snap.topics["t"]);
+        let p0 = &t.partitions[0];
+        assert_eq!((p0.error_code, p0.leader_id), (0, BrokerId(1)));
+        assert_eq!(p0.replica_nodes, vec![BrokerId(1), BrokerId(3)]);
+        assert_eq!(p0.offline_replicas, vec![BrokerId(3)], "3 is fenced");
+        let p1 = &t.partitions[1];
+        assert_eq!(p1.error_code, KafkaCode::LeaderNotAvailable.code());
+        assert_eq!(p1.leader_id, BrokerId(-1));
+        assert_eq!(p1.isr_nodes, vec![BrokerId(3), BrokerId(2)]);
+    }
+}
