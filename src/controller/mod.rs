@@ -8,6 +8,7 @@
 //! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
 
 mod admin;
+mod brokers;
 pub mod change;
 pub mod election;
 mod metadata_log;
@@ -87,6 +88,11 @@ pub struct Controller {
     current: Rc<RefCell<Arc<ClusterSnapshot>>>,
     defaults: TopicDefaults,
     publish: Rc<PublishSink>,
+    /// The broker registry while this voter leads (quorum mode only).
+    sessions: RefCell<Option<brokers::Sessions>>,
+    session_timeout_ms: Cell<u64>,
+    /// The origin of the registry's clock.
+    started: Instant,
 }
 
 impl Controller {
@@ -111,6 +117,9 @@ impl Controller {
             current: Rc::new(RefCell::new(Arc::new(snapshot))),
             defaults,
             publish: Rc::new(publish),
+            sessions: RefCell::new(None),
+            session_timeout_ms: Cell::new(registry::DEFAULT_SESSION_TIMEOUT_MS),
+            started: Instant::now(),
         })
     }
 
@@ -165,6 +174,9 @@ impl Controller {
             current,
             defaults,
             publish,
+            sessions: RefCell::new(None),
+            session_timeout_ms: Cell::new(registry::DEFAULT_SESSION_TIMEOUT_MS),
+            started: Instant::now(),
         });
         *slot.borrow_mut() = Rc::downgrade(&controller);
         Ok(controller)
@@ -360,6 +372,15 @@ impl Controller {
             ControllerCommand::AllocateProducerIds { count } => {
                 let result = self.allocate_producer_ids(count).await;
                 return ControllerReply::ProducerIds {
+                    result,
+                    index: self.applied_index(),
+                };
+            }
+            broker @ (ControllerCommand::RegisterBroker { .. }
+            | ControllerCommand::Heartbeat { .. }
+            | ControllerCommand::ControlledShutdown { .. }) => {
+                let result = self.execute_broker(broker).await;
+                return ControllerReply::Broker {
                     result,
                     index: self.applied_index(),
                 };
