@@ -94,6 +94,11 @@ impl Membership {
             return;
         }
         let node = self.registration.node_id;
+        if self.controller.controller_leader() < 0 {
+            // No quorum (the last brokers of a cluster stopping): nobody to move leaders to.
+            tracing::warn!(node, "controlled shutdown skipped: no controller leader");
+            return;
+        }
         let asked = self.controller.controlled_shutdown(node, epoch);
         match runtime::timeout(wait, asked).await {
             Some(Ok(_)) => tracing::info!(node, "controlled shutdown: leaderships moved"),

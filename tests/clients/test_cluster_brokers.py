@@ -125,3 +125,26 @@ def test_killed_broker_is_fenced_its_partitions_get_new_leaders_and_it_returns(c
     wait_brokers_listed(cluster, [1, 2, 3])
     wait_for(lambda: cluster_info(cluster, controller).get(victim) == "unfenced",
              what=f"broker {victim} unfenced again")
+
+
+def test_sigterm_moves_leaderships_away_before_the_broker_stops(cluster_factory, tmp_path):
+    # A session far longer than the wait below: only the controlled shutdown can move them.
+    cfg = tmp_path / "long-sessions.toml"
+    cfg.write_text("broker_heartbeat_interval_ms = 500\nbroker_session_timeout_ms = 60000\n")
+    cluster = cluster_factory(n=3, extra_args=["--config", str(cfg)])
+    controller = cluster.wait_leader()
+    wait_brokers_listed(cluster, [1, 2, 3])
+    topic = "shutdown-" + new_tag().decode()
+    create_rf3(cluster, controller, topic)
+    wait_for(lambda: partitions_seen(cluster, controller, topic), what=f"{topic} created")
+
+    leaving = next(i for i in (3, 2, 1) if i != controller)
+    cluster.nodes[leaving].stop()
+    for node in cluster.running():
+        def moved(node=node):
+            parts = partitions_seen(cluster, node, topic)
+            return parts and all(p["leader"] not in (leaving, -1) for p in parts.values())
+        wait_for(moved, timeout=10, what=f"leaderships off broker {leaving} on node {node}")
+        assert leaving not in listed_brokers(cluster, node)
+    cluster.restart(leaving)
+    wait_brokers_listed(cluster, [1, 2, 3])
