@@ -54,12 +54,17 @@ pub fn info_text(c: &ClusterDescription) -> String {
         } else {
             ""
         };
+        let state = if c.fenced.contains(&b.id) {
+            "\tfenced"
+        } else {
+            "\tunfenced"
+        };
         let rack = b
             .rack
             .as_deref()
             .map(|r| format!("\track {r}"))
             .unwrap_or_default();
-        out.push_str(&format!("  {}\t{}{rack}{role}\n", b.id, b.address()));
+        out.push_str(&format!("  {}\t{}{rack}{state}{role}\n", b.id, b.address()));
     }
     out
 }
@@ -80,10 +85,11 @@ mod tests {
                 port: 9092,
                 rack: None,
             }],
+            fenced: vec![],
         };
         assert_eq!(
             info_text(&c),
-            "Cluster ID: abc\nController: 1\nBrokers: 1\n  1\th:9092\tcontroller\n"
+            "Cluster ID: abc\nController: 1\nBrokers: 1\n  1\th:9092\tunfenced\tcontroller\n"
         );
     }
 }

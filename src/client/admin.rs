@@ -124,6 +124,8 @@ pub struct ClusterDescription {
     pub cluster_id: Option<String>,
     pub controller_id: i32,
     pub brokers: Vec<BrokerInfo>,
+    /// The listed brokers that are fenced (DescribeCluster v2; Metadata lists none).
+    pub fenced: Vec<i32>,
 }
 
 /// Kafka's config resource types, the config sources the client tells apart, and the
@@ -395,9 +397,10 @@ impl Admin {
                 cluster_id: meta.cluster_id.clone(),
                 controller_id: meta.controller_id,
                 brokers: meta.brokers.values().cloned().collect(),
+                fenced: Vec::new(),
             });
         }
-        let req = DescribeClusterRequest::default();
+        let req = DescribeClusterRequest::default().with_include_fenced_brokers(true);
         let resp = self.client.retry(|| conn.request(&req)).await?;
         let message = resp.error_message.as_ref().map(|m| m.to_string());
         ClientError::check(resp.error_code, message, || {
@@ -414,10 +417,17 @@ impl Admin {
             })
             .collect();
         brokers.sort_by_key(|b| b.id);
+        let fenced = resp
+            .brokers
+            .iter()
+            .filter(|b| b.is_fenced)
+            .map(|b| b.broker_id.0)
+            .collect();
         Ok(ClusterDescription {
             cluster_id: Some(resp.cluster_id.to_string()),
             controller_id: resp.controller_id.0,
             brokers,
+            fenced,
         })
     }
 }

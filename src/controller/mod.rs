@@ -21,6 +21,7 @@
 
 mod admin;
 pub mod alter;
+mod brokers;
 pub mod change;
 pub mod election;
 mod metadata_log;
@@ -103,6 +104,11 @@ pub struct Controller {
     current: Rc<RefCell<Arc<ClusterSnapshot>>>,
     defaults: TopicDefaults,
     publish: Rc<PublishSink>,
+    /// The broker registry while this voter leads (quorum mode only).
+    sessions: RefCell<Option<brokers::Sessions>>,
+    session_timeout_ms: Cell<u64>,
+    /// The origin of the registry's clock.
+    started: Instant,
 }
 
 impl Controller {
@@ -127,6 +133,9 @@ impl Controller {
             current: Rc::new(RefCell::new(Arc::new(snapshot))),
             defaults,
             publish: Rc::new(publish),
+            sessions: RefCell::new(None),
+            session_timeout_ms: Cell::new(registry::DEFAULT_SESSION_TIMEOUT_MS),
+            started: Instant::now(),
         })
     }
 
@@ -181,6 +190,9 @@ impl Controller {
             current,
             defaults,
             publish,
+            sessions: RefCell::new(None),
+            session_timeout_ms: Cell::new(registry::DEFAULT_SESSION_TIMEOUT_MS),
+            started: Instant::now(),
         });
         *slot.borrow_mut() = Rc::downgrade(&controller);
         Ok(controller)
@@ -376,6 +388,15 @@ impl Controller {
             ControllerCommand::AllocateProducerIds { count } => {
                 let result = self.allocate_producer_ids(count).await;
                 return ControllerReply::ProducerIds {
+                    result,
+                    index: self.applied_index(),
+                };
+            }
+            broker @ (ControllerCommand::RegisterBroker { .. }
+            | ControllerCommand::Heartbeat { .. }
+            | ControllerCommand::ControlledShutdown { .. }) => {
+                let result = self.execute_broker(broker).await;
+                return ControllerReply::Broker {
                     result,
                     index: self.applied_index(),
                 };

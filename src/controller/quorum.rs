@@ -21,14 +21,39 @@ use super::raft::{RaftHandle, StateMachine};
 use super::{AdminOp, ClusterSnapshot, MetadataRecord, NewTopic, PublishSink};
 use crate::base::KafkaError;
 
-/// A controller operation a non-leader forwards to the leader. The broker registry's
-/// commands (register, heartbeat, AlterPartition, controlled shutdown) join this list.
+/// A controller operation a non-leader forwards to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControllerCommand {
-    CreateTopics { topics: Vec<NewTopic> },
-    DeleteTopics { names: Vec<String> },
-    Admin { op: AdminOp },
-    AllocateProducerIds { count: i64 },
+    CreateTopics {
+        topics: Vec<NewTopic>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+    },
+    Admin {
+        op: AdminOp,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
+    /// A broker process starts (or re-registers after STALE_BROKER_EPOCH). `incarnation`
+    /// names the process: a retried registration of the same one gets the same epoch.
+    RegisterBroker {
+        node_id: i32,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        shards: usize,
+        incarnation: u64,
+    },
+    Heartbeat {
+        node_id: i32,
+        epoch: i64,
+    },
+    ControlledShutdown {
+        node_id: i32,
+        epoch: i64,
+    },
 }
 
 /// The leader's answer to a forwarded command.
@@ -45,6 +70,12 @@ pub enum ControllerReply {
         result: Result<(i64, i64), KafkaError>,
         index: u64,
     },
+    /// A broker lifecycle command's outcome: the broker epoch (for a registration; the
+    /// one named, otherwise).
+    Broker {
+        result: Result<i64, KafkaError>,
+        index: u64,
+    },
 }
 
 impl ControllerReply {
@@ -52,7 +83,9 @@ impl ControllerReply {
     pub fn index(&self) -> u64 {
         match self {
             Self::NotController { .. } => 0,
-            Self::Results { index, .. } | Self::ProducerIds { index, .. } => *index,
+            Self::Results { index, .. }
+            | Self::ProducerIds { index, .. }
+            | Self::Broker { index, .. } => *index,
         }
     }
 }

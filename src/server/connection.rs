@@ -231,7 +231,7 @@ async fn run_request(
         RequestKind::OffsetForLeaderEpoch(r) => h.offset_for_leader_epoch(r).await,
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
-        RequestKind::DescribeCluster(_) => h.describe_cluster(),
+        RequestKind::DescribeCluster(r) => h.describe_cluster(&r),
         RequestKind::DescribeConfigs(r) => h.describe_configs(r),
         RequestKind::AlterConfigs(r) => h.alter_configs(r).await,
         RequestKind::IncrementalAlterConfigs(r) => h.incremental_alter_configs(r).await,

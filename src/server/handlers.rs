@@ -150,7 +150,8 @@ impl Handlers {
         ResponseKind::Metadata(resp)
     }
 
-    pub fn describe_cluster(&self) -> ResponseKind {
+    /// DescribeCluster: the alive brokers, and (v2, when asked) the fenced ones flagged.
+    pub fn describe_cluster(&self, req: &DescribeClusterRequest) -> ResponseKind {
         let snap = self.router.snapshot();
         let mut resp = DescribeClusterResponse::default();
         resp.cluster_id = StrBytes::from_string(snap.cluster_id.clone());
@@ -158,9 +159,12 @@ impl Handlers {
         resp.endpoint_type = 1;
         resp.cluster_authorized_operations = i32::MIN;
         resp.brokers = snap
-            .live_brokers()
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced || req.include_fenced_brokers)
             .map(|b| {
                 let mut d = DescribeClusterBroker::default();
+                d.is_fenced = b.fenced;
                 d.broker_id = BrokerId(b.node_id);
                 d.host = StrBytes::from_string(b.host.clone());
                 d.port = b.port;

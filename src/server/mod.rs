@@ -7,6 +7,7 @@ mod configs;
 mod connection;
 mod groups;
 mod handlers;
+mod membership;
 mod replica;
 mod txn;
 
@@ -38,8 +39,13 @@ use connection::ConnectionLimits;
 /// How long a clean shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a SIGTERM waits for the controller to move this broker's leaderships away.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
 /// What the main thread tells a shard.
 enum Control {
+    /// Ask the controller to move leaderships away (the controller shard; others just ack).
+    ControlledShutdown(std_mpsc::Sender<()>),
     StopAccepting(std_mpsc::Sender<()>),
     CloseLogs(std_mpsc::Sender<()>),
 }
@@ -115,6 +121,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let signal = signals.forever().next();
     serving.store(false, Ordering::SeqCst);
     tracing::info!(?signal, "shutting down");
+    run_phase(&control_txs, Control::ControlledShutdown);
     run_phase(&control_txs, Control::StopAccepting);
     run_phase(&control_txs, Control::CloseLogs);
     for h in handles {
@@ -219,6 +226,8 @@ struct RunningShard {
     open_connections: Rc<Cell<usize>>,
     accept_task: Option<runtime::Task<()>>,
     controller: Option<Rc<Controller>>,
+    /// Registration and heartbeats (the controller shard, quorum mode only).
+    membership: Option<Rc<membership::Membership>>,
     /// The admin API (shard 0 only); it answers (503 on readiness) until the logs close.
     admin_task: Option<runtime::Task<()>>,
 }
@@ -251,10 +260,12 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     router.set_fetch_debounce(config.fetch_debounce);
     router.serve_mesh(receivers);
     let mut controller = None;
+    let mut membership = None;
     if i == crate::router::CONTROLLER_SHARD {
         let c = open_controller(config, ctx.broker.clone(), &router)?;
         router.set_controller(c.clone());
         c.publish_current().await;
+        membership = join_cluster(config, &ctx.broker, &c);
         controller = Some(c);
     }
     first_snapshot
@@ -315,8 +326,36 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
         open_connections,
         accept_task: Some(accept_task),
         controller,
+        membership,
         admin_task,
     })
+}
+
+/// In quorum mode: starts the leader's session timer and this broker's registration and
+/// heartbeats. A single node is registered and unfenced from the start: nothing to do.
+fn join_cluster(
+    config: &BrokerConfig,
+    broker: &BrokerInfo,
+    controller: &Rc<Controller>,
+) -> Option<Rc<membership::Membership>> {
+    if config.controller_voters.is_empty() {
+        return None;
+    }
+    let heartbeat = Duration::from_millis(config.broker_heartbeat_interval_ms);
+    let session = Duration::from_millis(config.broker_session_timeout_ms);
+    controller.start_broker_sessions(heartbeat, session);
+    let registration = crate::controller::registry::Registration {
+        node_id: broker.node_id,
+        host: broker.host.clone(),
+        port: broker.port,
+        rack: config.rack.clone(),
+        shards: config.cores,
+    };
+    Some(membership::Membership::start(
+        controller.clone(),
+        registration,
+        heartbeat,
+    ))
 }
 
 /// The controller of shard 0: a Raft voter when `controller_voters` is set, else the
@@ -420,6 +459,12 @@ impl RunningShard {
     async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
         while let Some(msg) = control.next().await {
             match msg {
+                Control::ControlledShutdown(done) => {
+                    if let Some(m) = &self.membership {
+                        m.shutdown(CONTROLLED_SHUTDOWN_WAIT).await;
+                    }
+                    let _ = done.send(());
+                }
                 Control::StopAccepting(done) => {
                     self.stop_accepting().await;
                     let _ = done.send(());
@@ -427,6 +472,7 @@ impl RunningShard {
                 Control::CloseLogs(done) => {
                     drop(self.admin_task.take());
                     self.router.close_partitions().await;
+                    drop(self.membership.take());
                     drop(self.controller.take());
                     let _ = done.send(());
                     return;

@@ -484,6 +484,32 @@ def metadata_v1(conn: Connection, topics=None):
             "topics": {t["name"]: t for t in topics_out}}
 
 
+def metadata_v8(conn: Connection, topics=None):
+    """Metadata v8 (non-flexible, with leader epochs). topics=None asks for all topics."""
+    body = (Writer().array(topics, lambda w, t: w.string(t))
+            .boolean(False).boolean(False).boolean(False).done())
+    r = conn.request(METADATA, 8, body)
+    r.i32()  # throttle_time_ms
+    brokers = r.array(lambda r: {"node_id": r.i32(), "host": r.string(), "port": r.i32(), "rack": r.string()})
+    cluster_id = r.string()
+    controller_id = r.i32()
+
+    def partition(r):
+        return {"error_code": r.i16(), "partition": r.i32(), "leader": r.i32(), "leader_epoch": r.i32(),
+                "replicas": r.array(lambda r: r.i32()), "isr": r.array(lambda r: r.i32()),
+                "offline": r.array(lambda r: r.i32())}
+
+    def topic(r):
+        t = {"error_code": r.i16(), "name": r.string(), "is_internal": r.boolean(),
+             "partitions": r.array(partition)}
+        r.i32()  # topic_authorized_operations
+        return t
+
+    topics_out = r.array(topic)
+    return {"brokers": brokers, "cluster_id": cluster_id, "controller_id": controller_id,
+            "topics": {t["name"]: t for t in topics_out}}
+
+
 @dataclass
 class ProducePartitionResult:
     topic: str

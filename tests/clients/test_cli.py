@@ -313,7 +313,7 @@ def test_cluster_info_names_cluster_id_controller_and_broker(broker):
     out = ok("cluster", "info", bootstrap=broker.bootstrap)
     md = ck_admin(broker.bootstrap).list_topics(timeout=TIMEOUT)
     assert out == (f"Cluster ID: {md.cluster_id}\nController: 1\nBrokers: 1\n"
-                   f"  1\t{broker.bootstrap}\tcontroller\n"), out
+                   f"  1\t{broker.bootstrap}\tunfenced\tcontroller\n"), out
 
 
 # ------------------------------------------------------------------------------------ produce / consume
