@@ -46,7 +46,14 @@ pub fn start(
         .iter()
         .map(|&b| shard_of(snap, &original, &original_shards, b))
         .collect();
-    next.isr.retain(|b| original.contains(b));
+    // Replicas of a replaced reassignment that are in sync stay so if still wanted.
+    next.isr.retain(|b| next.replicas.contains(b));
+    if next.isr.is_empty() {
+        return Err(KafkaError::new(
+            KafkaCode::InvalidReplicaAssignment,
+            format!("Cannot move {topic}-{partition} to {target:?}: none of its in-sync replicas would stay."),
+        ));
+    }
     next.adding = adding;
     next.removing = removing;
     complete_if_ready(&mut next, snap);

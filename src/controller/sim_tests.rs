@@ -23,6 +23,7 @@ use super::alter::{alter_partition, AlterIsr};
 use super::change::NO_LEADER;
 use super::election;
 use super::placement::{self, NewPartitions};
+use super::reassign;
 use super::registry::{Registration, Registry, DEFAULT_SESSION_TIMEOUT_MS};
 use super::snapshot::ClusterSnapshot;
 use super::MetadataRecord;
@@ -31,7 +32,7 @@ type Tp = (String, i32);
 /// A log entry: a unique record id and the leader epoch it was written in.
 type Entry = (u64, i32);
 
-const BROKERS: i32 = 3;
+const BROKERS: i32 = 4;
 const STEPS: usize = 400;
 const CLEAN_TOPIC: &str = "clean";
 const UNCLEAN_TOPIC: &str = "unclean";
@@ -58,6 +59,11 @@ struct Sim {
     /// The longest committed prefix seen per partition of the clean topic.
     committed: BTreeMap<Tp, Vec<Entry>>,
     next_record: u64,
+    /// Reassignments that ended (completed or cancelled), to show the runs reach them.
+    moves_ended: usize,
+    /// The ISR a leader's AlterPartition being committed asks for: its new members caught
+    /// up, so the same change may elect one of them (completing a reassignment).
+    asked_isr: Vec<i32>,
     trace: Vec<String>,
 }
 
@@ -82,6 +88,8 @@ impl Sim {
                 .collect(),
             committed: BTreeMap::new(),
             next_record: 0,
+            moves_ended: 0,
+            asked_isr: Vec::new(),
             trace: Vec::new(),
         };
         for i in 0..sim.nodes.len() {
@@ -102,7 +110,7 @@ impl Sim {
             count: 3,
             replication_factor: 3,
         };
-        let placed = placement::assign(&self.ctrl, new, random).expect("3 live brokers");
+        let placed = placement::assign(&self.ctrl, new, random).expect("enough live brokers");
         self.commit(vec![MetadataRecord::CreateTopic {
             name: name.into(),
             topic_id: [name.len() as u8; 16],
@@ -125,6 +133,7 @@ impl Sim {
             self.trace
                 .push(format!("t={} #{} {r:?}", self.now, self.index));
             self.check_change(&r);
+            self.count_moves(&r);
             self.ctrl.apply(&r);
         }
         self.check_snapshot();
@@ -179,6 +188,8 @@ impl Sim {
             }
             12 => self.now = self.now.saturating_sub(self.rng.gen_range(0..5_000)),
             13 => self.now += 20_000,
+            14 => self.reassign(),
+            15 => self.cancel_reassignment(),
             _ => {}
         }
         self.now += self.rng.gen_range(0..1_500);
@@ -231,6 +242,35 @@ impl Sim {
         // A broker that was cut off while restarting registers once it can.
         if n.connected && n.up && self.ctrl.broker(n.id).is_none_or(|b| b.epoch != n.epoch) {
             self.register(i);
+        }
+    }
+
+    /// Moves a partition to 3 random brokers (KIP-455); it completes through AlterPartition.
+    fn reassign(&mut self) {
+        let topic = self.random_topic();
+        let partition = self.rng.gen_range(0..3);
+        let mut target: Vec<i32> = (1..=BROKERS).collect();
+        target.remove(self.rng.gen_range(0..target.len()));
+        let k = self.rng.gen_range(0..target.len());
+        target.rotate_left(k);
+        if let Ok(Some(r)) = reassign::start(&self.ctrl, topic, partition, &target) {
+            self.commit(vec![r]);
+        }
+    }
+
+    fn cancel_reassignment(&mut self) {
+        let topic = self.random_topic();
+        let partition = self.rng.gen_range(0..3);
+        if let Ok(r) = reassign::cancel(&self.ctrl, topic, partition) {
+            self.commit(vec![r]);
+        }
+    }
+
+    fn random_topic(&mut self) -> &'static str {
+        if self.rng.gen_bool(0.5) {
+            CLEAN_TOPIC
+        } else {
+            UNCLEAN_TOPIC
         }
     }
 
@@ -384,7 +424,9 @@ impl Sim {
         };
         let registry = &self.registry;
         if let Ok(Some(r)) = alter_partition(&self.ctrl, &req, |b| registry.is_shutting_down(b)) {
+            self.asked_isr = req.new_isr;
             self.commit(vec![r]);
+            self.asked_isr.clear();
             // The leader counts the new ISR at once (Kafka's "maximal ISR").
             self.publish();
         }
@@ -400,6 +442,24 @@ impl Sim {
         );
         if prefix.len() > known.len() {
             *known = prefix.to_vec();
+        }
+    }
+
+    fn count_moves(&mut self, r: &MetadataRecord) {
+        let MetadataRecord::PartitionChange {
+            topic,
+            partition,
+            adding,
+            removing,
+            ..
+        } = r
+        else {
+            return;
+        };
+        let moving = |p: &super::PartitionInfo| !p.adding.is_empty() || !p.removing.is_empty();
+        let was_moving = self.ctrl.partition(topic, *partition).is_some_and(moving);
+        if was_moving && adding.is_empty() && removing.is_empty() {
+            self.moves_ended += 1;
         }
     }
 
@@ -429,10 +489,8 @@ impl Sim {
         );
         let new_leader = *leader != NO_LEADER && *leader != before.leader;
         if new_leader && topic == CLEAN_TOPIC {
-            assert!(
-                before.isr.contains(leader),
-                "unclean election while off: {r:?}"
-            );
+            let in_sync = before.isr.contains(leader) || self.asked_isr.contains(leader);
+            assert!(in_sync, "unclean election while off: {r:?}");
         }
         if new_leader {
             assert!(
@@ -514,6 +572,7 @@ fn seeds() -> Vec<u64> {
 fn controller_invariants_hold_under_crashes_cuts_and_clock_jumps() {
     let mut elections = 0usize;
     let mut committed = 0usize;
+    let mut moves = 0usize;
     for seed in seeds() {
         let outcome = std::panic::catch_unwind(|| run(seed));
         match outcome {
@@ -526,17 +585,20 @@ fn controller_invariants_hold_under_crashes_cuts_and_clock_jumps() {
                     .map(|p| p.leader_epoch as usize)
                     .sum::<usize>();
                 committed += sim.committed.values().map(Vec::len).sum::<usize>();
+                moves += sim.moves_ended;
             }
             Err(_) => panic!(
                 "controller simulation failed for seed {seed}; replay with SLUICE_SIM_SEED={seed} cargo test --lib sim_tests -- --nocapture"
             ),
         }
     }
-    eprintln!("simulation: {elections} leader epochs, {committed} committed records");
-    // The runs must exercise something: leaders moved and records were committed.
+    eprintln!(
+        "simulation: {elections} leader epochs, {committed} committed records, {moves} reassignments ended"
+    );
+    // The runs must exercise something: leaders moved, records committed, replicas moved.
     assert!(
-        elections > 0 && committed > 0,
-        "{elections} elections, {committed} committed"
+        elections > 0 && committed > 0 && moves > 0,
+        "{elections} elections, {committed} committed, {moves} moves"
     );
 }
 

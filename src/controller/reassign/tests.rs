@@ -121,3 +121,22 @@ fn new_replicas_go_to_the_least_loaded_shard_of_their_broker() {
     let p = part(&s, "t", 0);
     assert_eq!(p.shard_on(4), Some(1), "broker 4's shard 0 holds u-0");
 }
+
+#[test]
+fn replacing_a_move_whose_only_in_sync_replica_it_drops_is_refused() {
+    use crate::controller::change::{Bump, Next};
+    let mut s = setup();
+    let r = start(&s, "t", 0, &[2, 3, 4]).unwrap().unwrap();
+    s.apply(&r);
+    // only the replica being added is in sync (an unclean election made it leader)
+    let mut next = Next::of(part(&s, "t", 0));
+    next.isr = vec![4];
+    next.leader = 4;
+    s.apply(&next.record("t", part(&s, "t", 0), Bump::LeaderAndPartition));
+    let err = start(&s, "t", 0, &[1, 2, 3]).unwrap_err();
+    assert_eq!(err.code, KafkaCode::InvalidReplicaAssignment);
+    // a target keeping it is fine
+    let r = start(&s, "t", 0, &[4, 1, 2]).unwrap().unwrap();
+    s.apply(&r);
+    assert_eq!(part(&s, "t", 0).isr, vec![4]);
+}
