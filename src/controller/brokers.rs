@@ -128,6 +128,31 @@ impl Controller {
         Ok(epoch)
     }
 
+    /// Validates and commits a leader's ISR change here, on the controller leader; returns
+    /// the partition epoch it leaves.
+    pub(super) async fn execute_alter_partition(
+        &self,
+        req: super::alter::AlterIsr,
+    ) -> Result<i64, KafkaError> {
+        let _guard = self.changes.lock().await;
+        let snap = self.snapshot();
+        let record = {
+            let sessions = self.sessions();
+            let s = sessions.as_ref().ok_or_else(not_controller)?;
+            super::alter::alter_partition(&snap, &req, |n| s.registry.is_shutting_down(n))?
+        };
+        if let Some(r) = record {
+            tracing::info!(topic = %req.topic, partition = req.partition, isr = ?req.new_isr,
+                "ISR changed");
+            self.commit(r).await?;
+        }
+        let epoch = self
+            .snapshot()
+            .partition(&req.topic, req.partition)
+            .map_or(-1, |p| p.partition_epoch);
+        Ok(i64::from(epoch))
+    }
+
     /// Commits `records` in order; callers hold `changes`.
     async fn commit_all(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
         for r in records {

@@ -392,6 +392,30 @@ impl Controller {
                     index: self.applied_index(),
                 };
             }
+            ControllerCommand::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                let req = alter::AlterIsr {
+                    broker_id,
+                    broker_epoch,
+                    topic,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                };
+                let result = self.execute_alter_partition(req).await;
+                return ControllerReply::Broker {
+                    result,
+                    index: self.applied_index(),
+                };
+            }
             broker @ (ControllerCommand::RegisterBroker { .. }
             | ControllerCommand::Heartbeat { .. }
             | ControllerCommand::ControlledShutdown { .. }) => {
@@ -537,19 +561,31 @@ pub struct AlterPartition {
 }
 
 impl Controller {
-    /// Commits an ISR change proposed by a partition's leader.
-    ///
-    /// Stand-in: refused until the cluster metadata records (PartitionChange) and their
-    /// validation land; the leader then keeps its ISR and proposes again later. A
-    /// single-node broker has no followers, so it never proposes.
+    /// Commits an ISR change proposed by a partition's leader (this broker), through the
+    /// controller leader; it takes effect when the snapshot carrying it arrives. A single
+    /// node has no followers, so its partitions never propose one.
     pub async fn alter_partition(&self, change: AlterPartition) -> Result<(), KafkaError> {
-        Err(KafkaError::new(
-            KafkaCode::InvalidRequest,
-            format!(
-                "ISR changes are not committed yet (asked for {}-{}: {:?})",
-                change.topic, change.partition, change.isr
-            ),
-        ))
+        if matches!(self.store, Store::Local(_)) {
+            return Err(KafkaError::new(
+                KafkaCode::InvalidRequest,
+                "a single node has no followers to change the ISR with",
+            ));
+        }
+        let snap = self.snapshot();
+        let broker_epoch = snap.broker(snap.local_node).map_or(-1, |b| b.epoch);
+        let command = ControllerCommand::AlterPartition {
+            broker_id: snap.local_node,
+            broker_epoch,
+            topic: change.topic,
+            partition: change.partition,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.isr,
+        };
+        match self.forward(command).await {
+            ControllerReply::Broker { result, .. } => result.map(|_| ()),
+            _ => Err(not_controller()),
+        }
     }
 }
 

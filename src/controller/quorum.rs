@@ -54,6 +54,16 @@ pub enum ControllerCommand {
         node_id: i32,
         epoch: i64,
     },
+    /// A partition leader's ISR change (Kafka's AlterPartition).
+    AlterPartition {
+        broker_id: i32,
+        broker_epoch: i64,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    },
 }
 
 /// The leader's answer to a forwarded command.

@@ -54,6 +54,9 @@ pub struct ProduceOutcome {
 }
 
 /// One partition's part of a fetch.
+/// Kafka's `replica_id` of a debugging fetch, served by followers too.
+pub const DEBUGGING_REPLICA_ID: i32 = -2;
+
 #[derive(Debug, Clone)]
 pub struct FetchPart {
     pub tp: TopicPartition,
@@ -359,6 +362,11 @@ impl Shard {
                 Some(p) if part.replica_id >= 0 => {
                     p.read_for_follower(part.replica_id, part.offset, part.max_bytes)
                         .await
+                }
+                // Kafka's debugging replica id: any replica answers, up to its log end
+                // (how tools compare replicas).
+                Some(p) if part.replica_id == DEBUGGING_REPLICA_ID => {
+                    p.read_for_replica(part.offset, part.max_bytes).await
                 }
                 Some(p) => {
                     let r = p.read(part.offset, part.max_bytes, part.isolation).await;

@@ -52,6 +52,11 @@ def metadata(bootstrap):
     return admin.list_topics(TOPIC, timeout=10)
 
 
+def metadata_brokers(bootstrap):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return admin.list_topics(timeout=10).brokers
+
+
 def partition_state(cluster, partitions):
     """{partition: (leader, replicas, isr)} from any running broker, or None."""
     for node in cluster.running():
@@ -67,6 +72,8 @@ def partition_state(cluster, partitions):
 
 
 def create_topic(cluster, partitions):
+    wait(lambda: all(len(metadata_brokers(cluster.bootstrap(n))) == 3 for n in cluster.running()),
+         60, "three live brokers")
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap(cluster.running()[0])})
     fs = admin.create_topics([NewTopic(TOPIC, num_partitions=partitions, replication_factor=3,
                                        config={"min.insync.replicas": "2"})],

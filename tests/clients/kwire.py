@@ -353,6 +353,21 @@ def decode_batches(data: bytes, verify_crc=True):
     return out
 
 
+def batch_spans(data: bytes):
+    """[(base offset, last offset, raw batch bytes)] of the whole batches in `data`."""
+    out = []
+    pos = 0
+    while len(data) - pos >= 12:
+        base, length = struct.unpack_from(">qi", data, pos)
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        (last_delta,) = struct.unpack_from(">i", data, pos + 23)
+        out.append((base, base + last_delta, data[pos:end]))
+        pos = end
+    return out
+
+
 # --------------------------------------------------------------------------- connection
 
 class ConnectionClosed(Exception):
@@ -558,10 +573,11 @@ class FetchPartitionResult:
 
 
 def fetch_v4(conn: Connection, topic, partition, offset, max_bytes=1 << 20, max_wait_ms=0, min_bytes=1,
-             partition_max_bytes=None):
-    """Fetch v4 of one partition from `offset`. Returns FetchPartitionResult."""
+             partition_max_bytes=None, replica_id=-1):
+    """Fetch v4 of one partition from `offset` (replica_id -2: Kafka's debugging fetch, which
+    any replica answers up to its log end). Returns FetchPartitionResult."""
     part_max = max_bytes if partition_max_bytes is None else partition_max_bytes
-    body = (Writer().i32(-1).i32(max_wait_ms).i32(min_bytes).i32(max_bytes).i8(0)
+    body = (Writer().i32(replica_id).i32(max_wait_ms).i32(min_bytes).i32(max_bytes).i8(0)
             .array([topic], lambda w, t: w.string(t).array(
                 [partition], lambda w, p: w.i32(p).i64(offset).i32(part_max)))
             .done())
