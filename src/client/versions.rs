@@ -43,6 +43,9 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::DescribeProducers, Range { min: 0, max: 0 }),
     (ApiKey::ListTransactions, Range { min: 0, max: 1 }),
     (ApiKey::DescribeTransactions, Range { min: 0, max: 0 }),
+    // Broker to broker: replica reconciliation and transaction markers.
+    (ApiKey::OffsetForLeaderEpoch, Range { min: 3, max: 4 }),
+    (ApiKey::WriteTxnMarkers, Range { min: 1, max: 1 }),
 ];
 
 /// The highest version of `key` in both the client's and the broker's range, or `None` if
