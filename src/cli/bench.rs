@@ -96,6 +96,9 @@ pub struct RunArgs {
     pub topic: Option<String>,
     #[arg(long)]
     pub partitions: Option<i32>,
+    /// Replication factor of the topic the run creates
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
     /// Value size in bytes: N or MIN-MAX
     #[arg(long, value_parser = RecordSize::parse)]
     pub record_size: Option<RecordSize>,
@@ -168,7 +171,8 @@ impl RunArgs {
                 if let Some(v) = &self.$flag { w.$field = v.clone(); }
             )*};
         }
-        set!(topic <- topic, partitions <- partitions, record_size <- record_size,
+        set!(topic <- topic, partitions <- partitions,
+             replication_factor <- replication_factor, record_size <- record_size,
              keys <- keys, payload <- payload, producers <- producers,
              consumers <- consumers, consumer_groups <- groups, warmup_s <- warmup,
              acks <- acks, linger_ms <- linger_ms, batch_size <- batch_size,
