@@ -15,6 +15,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use futures::future::join_all;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -157,6 +158,7 @@ async fn fetch_round(
         .await
         .map_err(|e| e.to_string())?;
     let mut failed = None;
+    let mut written = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
         for pd in t.partitions {
@@ -169,13 +171,22 @@ async fn fetch_round(
                 continue;
             }
             if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
-                if let Err(e) = p.append_replicated(records) {
-                    failed = Some(format!("{tp}: {e}"));
-                    continue;
+                match p.append_replicated(records) {
+                    Ok(appended) => written.push((p.clone(), appended)),
+                    Err(e) => {
+                        failed = Some(format!("{tp}: {e}"));
+                        continue;
+                    }
                 }
             }
             p.set_follower_high_watermark(pd.high_watermark);
         }
+    }
+    // The next fetch tells the leader this replica's log end, which the leader counts
+    // towards acks=all: it must not name bytes a crash of this process could still take.
+    let durable = join_all(written.iter().map(|(p, a)| p.wait_acked(*a, 1))).await;
+    if let Some(e) = durable.into_iter().find_map(Result::err) {
+        return Err(format!("writing replicated batches: {e}"));
     }
     failed.map_or(Ok(()), Err)
 }
