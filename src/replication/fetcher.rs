@@ -11,7 +11,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -192,9 +191,9 @@ async fn fetch_round(
 }
 
 async fn connect(addr: &str, local: i32) -> Result<Connection, String> {
-    let socket: SocketAddr = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{addr}: {e}"))?
+    let socket = crate::client::cluster::resolve(addr)
+        .map_err(|e| e.to_string())?
+        .into_iter()
         .next()
         .ok_or_else(|| format!("{addr} resolves to nothing"))?;
     let opts = ConnectOptions {

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use kafka_protocol::messages::write_txn_markers_request::{
@@ -64,9 +64,9 @@ fn not_available(message: String) -> KafkaError {
 }
 
 fn resolve(peer: &str) -> Result<SocketAddr, KafkaError> {
-    peer.to_socket_addrs()
+    crate::client::cluster::resolve(peer)
         .ok()
-        .and_then(|mut a| a.next())
+        .and_then(|a| a.into_iter().next())
         .ok_or_else(|| not_available(format!("cannot resolve {peer}")))
 }
 
