@@ -255,12 +255,13 @@ async fn write_markers(shell: Rc<TxnShard>, job: MarkerJob) {
             })
             .collect();
         let results = markers::deliver(&shell.router, &shell.peers, parts).await;
+        let snap = shell.router.snapshot();
         left = left
             .into_iter()
             .zip(results)
             .filter(|((t, p), r)| match r {
                 Ok(()) => false,
-                Err(e) if marker_error_is_final(e.code) => {
+                Err(e) if marker_error_is_final(e.code, snap.partition(t, *p).is_some()) => {
                     tracing::warn!(txn = %job.txn_id, topic = %t, partition = p, error = %e,
                         "transaction marker not written");
                     false
@@ -298,13 +299,16 @@ async fn write_markers(shell: Rc<TxnShard>, job: MarkerJob) {
 
 /// Marker errors no retry can fix: the partition is gone, or it has seen a newer epoch or
 /// coordinator.
-fn marker_error_is_final(code: KafkaCode) -> bool {
-    matches!(
-        code,
-        KafkaCode::UnknownTopicOrPartition
-            | KafkaCode::InvalidProducerEpoch
-            | KafkaCode::TransactionCoordinatorFenced
-    )
+/// Whether a marker that failed with `code` is given up. UNKNOWN_TOPIC_OR_PARTITION is final
+/// only for a partition the cluster no longer has (deleted, as Kafka drops such markers): one
+/// the metadata still names is opening (a broker just restarted loads its logs while the
+/// coordinator resumes) or moving, and its marker is retried.
+fn marker_error_is_final(code: KafkaCode, partition_exists: bool) -> bool {
+    match code {
+        KafkaCode::UnknownTopicOrPartition => !partition_exists,
+        KafkaCode::InvalidProducerEpoch | KafkaCode::TransactionCoordinatorFenced => true,
+        _ => false,
+    }
 }
 
 /// Creates `__transaction_state` if it is missing (as Kafka does on first use).

@@ -539,3 +539,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_marker_for_a_partition_the_cluster_still_has_is_retried() {
+    use super::marker_error_is_final;
+    // Opening at start or moving: retried until it lands.
+    assert!(!marker_error_is_final(
+        KafkaCode::UnknownTopicOrPartition,
+        true
+    ));
+    // Deleted: Kafka drops the marker too.
+    assert!(marker_error_is_final(
+        KafkaCode::UnknownTopicOrPartition,
+        false
+    ));
+    assert!(marker_error_is_final(KafkaCode::InvalidProducerEpoch, true));
+    assert!(!marker_error_is_final(KafkaCode::NotLeaderOrFollower, true));
+}
