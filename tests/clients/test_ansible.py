@@ -22,7 +22,6 @@ and ansible-lint, which tests/run.sh installs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -31,51 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SLUICE_BIN
-from support import wait_for
+from ansible_host import ANSIBLE, VENV, WHY_NOT, Netns, playbook, recap, unit_exec_start
+from conftest import SLUICE_BIN
 
-ANSIBLE = REPO / "ansible"
-VENV = REPO / "target" / "ansible-venv" / "bin"
 KAFKA_PORT, ADMIN_PORT = 19092, 19644
-RECAP_RE = re.compile(r"^\S+\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
-
-def _why_not():
-    if os.geteuid() != 0:
-        return "needs root: a network namespace and nftables rules"
-    if not (VENV / "ansible-playbook").exists():
-        return None  # a missing venv is a failure (tests/run.sh installs it), not a skip
-    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create a network namespace: {probe.stderr.strip()}"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
-
-
-class Netns:
-    """A private network namespace held open by a `sleep` process; run() enters it."""
-
-    def __init__(self):
-        self.holder = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-        self.path = f"/proc/{self.holder.pid}/ns/net"
-        wait_for(lambda: os.readlink(self.path) != os.readlink("/proc/self/ns/net"),
-                 what="the network namespace")
-        self.run(["ip", "link", "set", "lo", "up"], check=True)
-
-    def cmd(self, argv):
-        return ["nsenter", f"--net={self.path}", *argv]
-
-    def run(self, argv, **kw):
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        kw.setdefault("timeout", 300)
-        return subprocess.run(self.cmd(argv), **kw)
-
-    def close(self):
-        self.holder.kill()
-        self.holder.wait()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=str(WHY_NOT))
 
 
 def inventory(tmp: Path, tarball: Path, checksum: str) -> Path:
@@ -127,27 +87,6 @@ def deployed(tmp_path_factory):
         yield ns, inv, tmp, site
     finally:
         ns.close()
-
-
-def playbook(ns, inv, name, *args, expect_ok=True):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ANSIBLE / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    r = ns.run([str(VENV / "ansible-playbook"), "-i", str(inv), name, *args], cwd=ANSIBLE, env=env)
-    out = r.stdout + r.stderr
-    if expect_ok:
-        assert r.returncode == 0, f"{name} failed:\n{out[-6000:]}"
-    return out
-
-
-def recap(out):
-    m = RECAP_RE.search(out)
-    assert m, out[-3000:]
-    ok, changed, unreachable, failed = map(int, m.groups())
-    return {"ok": ok, "changed": changed, "unreachable": unreachable, "failed": failed}
-
-
-def unit_exec_start(unit: Path):
-    line = next(l for l in unit.read_text().splitlines() if l.startswith("ExecStart="))
-    return line.removeprefix("ExecStart=").split()
 
 
 def connect_from(ns, source):
