@@ -55,6 +55,13 @@ def isr(cluster, name, node=None):
     return {p["partition"]: (p["leader"], sorted(p["isr"])) for p in t["partitions"]}
 
 
+def every_partition(cluster, name, holds, partitions=PARTITIONS):
+    """True once `name` shows all its partitions (a broker that has not applied the topic yet
+    shows none, which must not count as every partition holding) and holds(leader, isr) for each."""
+    parts = isr(cluster, name)
+    return len(parts) == partitions and all(holds(leader, i) for leader, i in parts.values())
+
+
 def replica_log(cluster, node, name, partition, end):
     """The raw record bytes of [0, end) that `node` holds, read with a replica fetch."""
     out = b""
@@ -76,7 +83,7 @@ def replica_log(cluster, node, name, partition, end):
 def test_acks_all_leaves_every_replica_with_the_same_bytes(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, extra_args=fast_failure(tmp_path))
     create_rf3(cluster, "replicated")
-    wait_for(lambda: all(i == [1, 2, 3] for _, i in isr(cluster, "replicated").values()),
+    wait_for(lambda: every_partition(cluster, "replicated", lambda _, i: i == [1, 2, 3]),
              what="every replica in sync")
     p = Producer({"bootstrap.servers": cluster.bootstrap(1), "acks": "all", "linger.ms": 5})
     acked = []
@@ -96,25 +103,31 @@ def test_acks_all_leaves_every_replica_with_the_same_bytes(cluster_factory, tmp_
 def test_a_paused_broker_leaves_the_isr_and_rejoins_after_catching_up(cluster_factory, tmp_path):
     cluster = cluster_factory(n=3, extra_args=fast_failure(tmp_path))
     create_rf3(cluster, "paused")
-    wait_for(lambda: all(i == [1, 2, 3] for _, i in isr(cluster, "paused").values()),
+    wait_for(lambda: every_partition(cluster, "paused", lambda _, i: i == [1, 2, 3]),
              what="every replica in sync")
     victim = 3
-    leaders = {leader for leader, _ in isr(cluster, "paused").values()}
     pid = cluster.nodes[victim].proc.pid
     os.kill(pid, signal.SIGSTOP)
+    acked = []
     try:
         p = Producer({"bootstrap.servers": cluster.bootstrap(1), "acks": "all", "linger.ms": 5,
                       "message.timeout.ms": 60000})
         for i in range(300):
-            p.produce("paused", value=b"v%d" % i)
+            p.produce("paused", value=b"v%d" % i,
+                      on_delivery=lambda err, m: acked.append(m) if err is None else None)
         assert p.flush(60) == 0, "acks=all must complete once the paused broker leaves the ISR"
-        wait_for(lambda: all(victim not in i for _, i in isr(cluster, "paused").values()),
+        wait_for(lambda: every_partition(cluster, "paused", lambda _, i: victim not in i),
                  what=f"broker {victim} out of every ISR")
     finally:
         os.kill(pid, signal.SIGCONT)
-    wait_for(lambda: all(i == [1, 2, 3] for _, i in isr(cluster, "paused").values()),
+    assert len(acked) == 300
+    wait_for(lambda: every_partition(cluster, "paused", lambda _, i: i == [1, 2, 3]),
              timeout=60, what=f"broker {victim} back in every ISR")
-    assert leaders  # the paused broker led some partitions before; they moved and it rejoined
+    for part, (leader, _) in isr(cluster, "paused").items():
+        end = max((m.offset() for m in acked if m.partition() == part), default=-1) + 1
+        if end:
+            assert replica_log(cluster, victim, "paused", part, end) == \
+                replica_log(cluster, leader, "paused", part, end), f"p{part}: broker {victim} rejoined without the records"
 
 
 def test_leader_kills_under_load_lose_and_duplicate_nothing(cluster_factory, tmp_path):
