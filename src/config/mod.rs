@@ -357,6 +357,10 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// Kafka `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// Kafka `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance_enable: bool,
+    /// Kafka `leader.imbalance.check.interval.seconds`.
+    pub leader_imbalance_check_interval_seconds: u64,
 }
 
 /// One controller voter: its node id and controller address.
@@ -464,6 +468,8 @@ pub struct ConfigFile {
     pub rack: Option<String>,
     pub broker_heartbeat_interval_ms: Option<u64>,
     pub broker_session_timeout_ms: Option<u64>,
+    pub auto_leader_rebalance_enable: Option<bool>,
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -582,7 +588,9 @@ impl ConfigFile {
             controller_listen,
             rack,
             broker_heartbeat_interval_ms,
-            broker_session_timeout_ms
+            broker_session_timeout_ms,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds
         )
     }
 
@@ -765,7 +773,16 @@ impl ConfigFile {
                 .fetch_max_bytes
                 .unwrap_or(limits::DEFAULT_FETCH_MAX_BYTES),
             replica_lag_time_max_ms: self.replica_lag_time_max_ms.unwrap_or(30_000),
+            auto_leader_rebalance_enable: self.auto_leader_rebalance_enable.unwrap_or(true),
+            leader_imbalance_check_interval_seconds: self
+                .leader_imbalance_check_interval_seconds
+                .unwrap_or(300),
         };
+        check(
+            "leader_imbalance_check_interval_seconds",
+            config.leader_imbalance_check_interval_seconds >= 1,
+            "must be at least 1",
+        )?;
         check(
             "replica_lag_time_max_ms",
             config.replica_lag_time_max_ms >= 1,

@@ -1,13 +1,14 @@
 //! Topic changes after creation: configs (AlterConfigs replaces a topic's set,
-//! IncrementalAlterConfigs edits it) and added partitions (CreatePartitions, increase only).
-//! Each is checked by Kafka's rules, committed as one metadata record and published.
+//! IncrementalAlterConfigs edits it), added partitions (CreatePartitions, increase only) and
+//! leader elections (ElectLeaders, preferred or unclean). Each is checked by Kafka's rules,
+//! committed as one metadata record per change and published once.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::TopicInfo;
-use super::{placement, validate, Controller, MetadataRecord};
+use super::{election, placement, validate, Controller, MetadataRecord};
 use crate::base::{KafkaCode, KafkaError};
 
 /// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType` ids).
@@ -52,9 +53,38 @@ pub enum AdminOp {
         topics: Vec<(String, i32)>,
         validate_only: bool,
     },
+    /// ElectLeaders for these (topic, partition)s: the preferred replica, or (unclean) any
+    /// alive replica for a partition without a leader.
+    ElectLeaders {
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
-/// One result per topic named in the op, in order.
+impl AdminOp {
+    /// The topic each result is for, in order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            AdminOp::AlterConfigs { changes, .. } => changes.iter().map(|c| c.0.clone()).collect(),
+            AdminOp::CreatePartitions { topics, .. } => {
+                topics.iter().map(|t| t.0.clone()).collect()
+            }
+            AdminOp::ElectLeaders { partitions, .. } => {
+                partitions.iter().map(|p| p.0.clone()).collect()
+            }
+        }
+    }
+
+    fn validate_only(&self) -> bool {
+        match self {
+            AdminOp::AlterConfigs { validate_only, .. }
+            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
+            AdminOp::ElectLeaders { .. } => false,
+        }
+    }
+}
+
+/// One result per topic (or partition) named in the op, in order.
 pub type AdminResults = Vec<(String, Result<(), KafkaError>)>;
 
 /// Config names whose values are lists (APPEND and SUBTRACT apply to them).
@@ -132,23 +162,14 @@ pub fn changed_configs(
 impl Controller {
     /// Runs an admin topic change; publishes once if anything was committed.
     pub async fn run_admin(&self, op: AdminOp) -> AdminResults {
-        let validate_only = match &op {
-            AdminOp::AlterConfigs { validate_only, .. }
-            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
-        };
-        if !validate_only && !self.leads() {
-            let names = match &op {
-                AdminOp::AlterConfigs { changes, .. } => {
-                    changes.iter().map(|c| c.0.clone()).collect()
-                }
-                AdminOp::CreatePartitions { topics, .. } => {
-                    topics.iter().map(|t| t.0.clone()).collect()
-                }
-            };
+        if !op.validate_only() && !self.leads() {
+            let names = op.names();
             return self
                 .forward_results(super::ControllerCommand::Admin { op }, names)
                 .await;
         }
+        // Each change is validated against the snapshot the one before it left.
+        let guard = self.changes.lock().await;
         let (results, changed) = match op {
             AdminOp::AlterConfigs {
                 changes,
@@ -158,11 +179,40 @@ impl Controller {
                 topics,
                 validate_only,
             } => self.create_partitions(topics, validate_only).await,
+            AdminOp::ElectLeaders {
+                unclean,
+                partitions,
+            } => self.elect_leaders(unclean, partitions).await,
         };
+        drop(guard);
         if changed {
             self.publish_current().await;
         }
         results
+    }
+
+    async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    ) -> (AdminResults, bool) {
+        let mut changed = false;
+        let mut results = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let snap = self.snapshot();
+            let record = if unclean {
+                election::elect_unclean(&snap, &topic, partition)
+            } else {
+                election::elect_preferred(&snap, &topic, partition)
+            };
+            let result = match record {
+                Ok(r) => self.commit(r).await,
+                Err(e) => Err(e),
+            };
+            changed |= result.is_ok();
+            results.push((topic, result));
+        }
+        (results, changed)
     }
 
     async fn alter_configs(

@@ -154,7 +154,7 @@ impl Controller {
     }
 
     /// Commits `records` in order; callers hold `changes`.
-    async fn commit_all(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
+    pub(super) async fn commit_all(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
         for r in records {
             self.commit(r).await?;
         }

@@ -17,6 +17,8 @@
 //! - `alter::alter_partition` — a leader's ISR change (AlterPartition);
 //! - `reassign` — `start`, `cancel`, `list` (KIP-455); completion happens in AlterPartition.
 //!
+//! `rebalance` runs `election::preferred_rebalance` on the leader's timer.
+//!
 //! `sim_tests` drives them together through seeded crashes, cuts and clock jumps.
 
 mod admin;
@@ -29,6 +31,7 @@ pub mod placement;
 mod quorum;
 pub mod raft;
 pub mod reassign;
+mod rebalance;
 pub mod registry;
 mod snapshot;
 #[cfg(test)]

@@ -627,12 +627,7 @@ impl Router {
         if let Some(c) = controller {
             return c.run_admin(op).await;
         }
-        let names: Vec<String> = match &op {
-            AdminOp::AlterConfigs { changes, .. } => changes.iter().map(|c| c.0.clone()).collect(),
-            AdminOp::CreatePartitions { topics, .. } => {
-                topics.iter().map(|t| t.0.clone()).collect()
-            }
-        };
+        let names = op.names();
         let (tx, rx) = oneshot::channel();
         let _ = self
             .senders

@@ -4,6 +4,7 @@
 
 mod admin;
 mod configs;
+mod elections;
 mod connection;
 mod groups;
 mod handlers;
@@ -344,6 +345,10 @@ fn join_cluster(
     let heartbeat = Duration::from_millis(config.broker_heartbeat_interval_ms);
     let session = Duration::from_millis(config.broker_session_timeout_ms);
     controller.start_broker_sessions(heartbeat, session);
+    if config.auto_leader_rebalance_enable {
+        let every = Duration::from_secs(config.leader_imbalance_check_interval_seconds);
+        controller.start_leader_rebalance(every);
+    }
     let registration = crate::controller::registry::Registration {
         node_id: broker.node_id,
         host: broker.host.clone(),

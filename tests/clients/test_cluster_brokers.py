@@ -148,3 +148,74 @@ def test_sigterm_moves_leaderships_away_before_the_broker_stops(cluster_factory,
         assert leaving not in listed_brokers(cluster, node)
     cluster.restart(leaving)
     wait_brokers_listed(cluster, [1, 2, 3])
+
+
+def leader_config(tmp_path, auto_rebalance):
+    """Fast sessions, plus Kafka's auto leader rebalance on (checked every second) or off."""
+    cfg = tmp_path / "leaders.toml"
+    cfg.write_text(f"broker_heartbeat_interval_ms = {HEARTBEAT_MS}\n"
+                   f"broker_session_timeout_ms = {SESSION_MS}\n"
+                   f"auto_leader_rebalance_enable = {'true' if auto_rebalance else 'false'}\n"
+                   "leader_imbalance_check_interval_seconds = 1\n")
+    return ["--config", str(cfg)]
+
+
+def bounce_a_preferred_leader(cluster, controller, topic):
+    """Stops the broker preferred for (and leading) a partition, so its leadership moves away,
+    restarts it and waits until it is back in that partition's ISR. -> (partition, broker)."""
+    before = wait_for(lambda: partitions_seen(cluster, controller, topic), what=f"{topic} created")
+    partition, preferred = next((i, p["replicas"][0]) for i, p in sorted(before.items())
+                                if p["replicas"][0] != controller and p["leader"] == p["replicas"][0])
+    cluster.nodes[preferred].stop()
+    wait_for(lambda: partitions_seen(cluster, controller, topic)[partition]["leader"] not in (preferred, -1),
+             what=f"leadership of {topic}-{partition} off broker {preferred}")
+    cluster.restart(preferred)
+    wait_for(lambda: preferred in partitions_seen(cluster, controller, topic)[partition]["isr"],
+             what=f"broker {preferred} back in the ISR of {topic}-{partition}")
+    return partition, preferred
+
+
+def test_elect_leaders_moves_leadership_back_to_the_preferred_replica(cluster_factory, tmp_path):
+    from confluent_kafka import ElectionType, TopicPartition
+    cluster = cluster_factory(n=3, extra_args=leader_config(tmp_path, auto_rebalance=False))
+    controller = cluster.wait_leader()
+    wait_brokers_listed(cluster, [1, 2, 3])
+    topic = "elect-" + new_tag().decode()
+    create_rf3(cluster, controller, topic)
+    partition, preferred = bounce_a_preferred_leader(cluster, controller, topic)
+    moved = partitions_seen(cluster, controller, topic)[partition]
+    assert moved["leader"] != preferred, "auto rebalance is off: the leadership stays where it moved"
+
+    admin = ck_admin(cluster.bootstrap(controller))
+    tp = TopicPartition(topic, partition)
+    result = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=TIMEOUT)
+    assert result == {tp: None}
+    for node in cluster.running():
+        wait_for(lambda node=node: partitions_seen(cluster, node, topic)[partition]["leader"] == preferred,
+                 what=f"broker {preferred} leading {topic}-{partition} on node {node}")
+    after = partitions_seen(cluster, controller, topic)[partition]
+    assert after["leader_epoch"] > moved["leader_epoch"]
+
+    # Kafka's answers when there is nothing to do or nothing to elect.
+    again = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=TIMEOUT)
+    assert again[tp].name() == "ELECTION_NOT_NEEDED"
+    unknown = TopicPartition(topic, 99)
+    missing = admin.elect_leaders(ElectionType.PREFERRED, [unknown]).result(timeout=TIMEOUT)
+    assert missing[unknown].name() == "UNKNOWN_TOPIC_OR_PART"
+    unclean = admin.elect_leaders(ElectionType.UNCLEAN, [tp]).result(timeout=TIMEOUT)
+    assert unclean[tp].name() == "ELECTION_NOT_NEEDED", "the partition has a live leader"
+    # Every partition at its preferred leader: an election for all answers for none.
+    assert admin.elect_leaders(ElectionType.PREFERRED, None).result(timeout=TIMEOUT) == {}
+
+
+def test_auto_leader_rebalance_returns_leadership_to_the_preferred_replica(cluster_factory, tmp_path):
+    cluster = cluster_factory(n=3, extra_args=leader_config(tmp_path, auto_rebalance=True))
+    controller = cluster.wait_leader()
+    wait_brokers_listed(cluster, [1, 2, 3])
+    topic = "rebalance-" + new_tag().decode()
+    create_rf3(cluster, controller, topic)
+    partition, preferred = bounce_a_preferred_leader(cluster, controller, topic)
+    # No request: the controller's rebalance round moves it back once the replica is in sync.
+    for node in cluster.running():
+        wait_for(lambda node=node: partitions_seen(cluster, node, topic)[partition]["leader"] == preferred,
+                 what=f"broker {preferred} leading {topic}-{partition} again on node {node}")

@@ -198,3 +198,24 @@ def test_consumer_perf_test(broker):
     vals = [v.strip() for v in lines[header + 1].split(",")]
     got = int(vals[cols.index("data.consumed.in.nMsg")])
     assert got == PERF_RECORDS, out
+
+
+LEADER_ELECTION = "org.apache.kafka.tools.LeaderElectionCommand"
+
+
+@pytest.mark.compat(TOOLS, "kafka-leader-election --election-type preferred / unclean")
+def test_kafka_leader_election(broker):
+    b = broker.bootstrap
+    clients.require_api(b, 43)
+    ck_create_topic(b, "elected", partitions=2)
+    # One broker: each partition already has its preferred (and only) replica as leader.
+    out = clients.tool_ok(LEADER_ELECTION, "--bootstrap-server", b, "--election-type", "preferred",
+                          "--topic", "elected", "--partition", "1")
+    assert "Valid replica already elected for partitions elected-1" in out, out
+    out = clients.tool_ok(LEADER_ELECTION, "--bootstrap-server", b, "--election-type", "unclean",
+                          "--all-topic-partitions")
+    assert "elected" not in out, out
+    failed = clients.tool(LEADER_ELECTION, "--bootstrap-server", b, "--election-type", "preferred",
+                          "--topic", "elected", "--partition", "7")
+    assert failed.returncode != 0, failed.stdout
+    assert "UnknownTopicOrPartitionException" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
