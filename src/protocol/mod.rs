@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod codec;
 pub mod frame;
+pub mod pieces;
 pub mod refusal;
 pub mod rewrite;
 pub mod versions;

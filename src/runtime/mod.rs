@@ -1,7 +1,9 @@
 //! The thread-per-core runtime: one glommio executor per core, pinned; the channel mesh
 //! between shards; timers, task spawning, DMA files and sockets. This is the only module that
-//! names glommio and the only place for `unsafe`; everything else uses the types and functions
-//! exported here, so the broker would not change if the executor ever had to.
+//! names glommio and the only place for `unsafe` (besides `protocol::pieces`, which must
+//! implement the unsafe `BufMut` trait by forwarding to a `BytesMut`); everything else uses
+//! the types and functions exported here, so the broker would not change if the executor
+//! ever had to.
 
 mod alloc;
 mod dirlock;
@@ -45,6 +47,36 @@ pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T
     match select(fut, timer).await {
         Either::Left((v, _)) => Some(v),
         Either::Right(_) => None,
+    }
+}
+
+/// Sends as much of `pieces` as the socket takes now, in one `sendmsg` that never waits
+/// (glommio streams have no vectored write). `Ok(0)` when the socket has no room; the caller
+/// writes the rest through the stream, which waits for room.
+pub fn try_send_vectored(fd: std::os::fd::RawFd, pieces: &[&[u8]]) -> std::io::Result<usize> {
+    const MAX_IOVECS: usize = 1024;
+    let iov: Vec<libc::iovec> = pieces
+        .iter()
+        .take(MAX_IOVECS)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: a zeroed msghdr is valid (no name, no control data); iov points at `pieces`,
+    // which outlive the call, and the kernel only reads them.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if sent >= 0 {
+        return Ok(sent as usize);
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        e => Err(e),
     }
 }
 

@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use futures::channel::mpsc;
 use futures::future::{select, Either, Shared};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,12 +18,13 @@ use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
 use crate::metrics::{self, ShardMetrics, Stage};
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::frame;
+use crate::protocol::pieces::{self, ResponseFrame};
 use crate::runtime::{self, Semaphore, StaticPermit, Task, TaskClass, TcpStream};
 
 use super::handlers::{Handlers, Reply};
 
 /// What a request task yields: a frame to write, nothing (acks=0), or a reason to close.
-type Outcome = Result<Option<BytesMut>, String>;
+type Outcome = Result<Option<ResponseFrame>, String>;
 
 /// A started request and its share of the shard's request-bytes budget, held until its
 /// answer is written.
@@ -46,8 +46,6 @@ pub struct ConnectionLimits {
     pub socket_buffers: crate::config::SocketBuffers,
 }
 
-const READ_CHUNK: usize = 64 * 1024;
-
 pub async fn serve(
     stream: TcpStream,
     handlers: Rc<Handlers>,
@@ -60,17 +58,17 @@ pub async fn serve(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, writer) = stream.split();
     let (mut queue, pending) = mpsc::channel::<InFlight>(MAX_IN_FLIGHT_PER_CONNECTION);
-    let writer_task = runtime::spawn(write_responses(writer, pending));
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let writer_task = runtime::spawn(write_responses(writer, fd, pending));
+    let mut frames = frame::FrameReader::new();
     // When the read that completed the frames now in `buf` returned: the start of their
     // queue stage.
     let mut read_at = Instant::now();
     'conn: loop {
         loop {
-            match frame::take_frame(&mut buf, max_frame) {
+            match frames.take_frame(max_frame) {
                 Ok(Some(f)) => {
                     // Waiting here stops reading: the client's TCP window fills and it waits.
                     let Some(permit) = limits.reserve(f.len()).await else {
@@ -98,7 +96,7 @@ pub async fn serve(
                 }
             }
         }
-        let read = reader.read(&mut chunk);
+        let read = reader.read(frames.room());
         let n = match select(std::pin::pin!(read), stop.clone()).await {
             Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) => break,
             Either::Left((Ok(n), _)) => n,
@@ -106,7 +104,7 @@ pub async fn serve(
         };
         read_at = Instant::now();
         ShardMetrics::add(&handlers.router.metrics().network_bytes_in, n as u64);
-        buf.extend_from_slice(&chunk[..n]);
+        frames.filled(n);
     }
     drop(queue);
     writer_task.await;
@@ -121,8 +119,10 @@ impl ConnectionLimits {
     }
 }
 
+/// `fd` is the stream's, for vectored sends; the write half keeps it open.
 async fn write_responses(
     mut writer: futures::io::WriteHalf<TcpStream>,
+    fd: std::os::fd::RawFd,
     mut pending: mpsc::Receiver<InFlight>,
 ) {
     while let Some((task, permit)) = pending.next().await {
@@ -130,7 +130,7 @@ async fn write_responses(
         let _held_until_written = permit;
         match outcome {
             Ok(Some(frame)) => {
-                if writer.write_all(&frame).await.is_err() {
+                if write_frame(&mut writer, fd, &frame).await.is_err() {
                     break;
                 }
                 ShardMetrics::add(&metrics::local().network_bytes_out, frame.len() as u64);
@@ -150,6 +150,31 @@ async fn write_responses(
     let _ = writer.close().await;
 }
 
+/// Writes a frame: a frame in pieces goes in one vectored send as far as the socket takes
+/// it, the rest through the stream.
+async fn write_frame(
+    writer: &mut futures::io::WriteHalf<TcpStream>,
+    fd: std::os::fd::RawFd,
+    frame: &ResponseFrame,
+) -> std::io::Result<()> {
+    let mut skip = match frame.pieces() {
+        [one] => return writer.write_all(one).await,
+        many => {
+            let slices: Vec<&[u8]> = many.iter().map(|p| &p[..]).collect();
+            runtime::try_send_vectored(fd, &slices)?
+        }
+    };
+    for piece in frame.pieces() {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        writer.write_all(&piece[skip..]).await?;
+        skip = 0;
+    }
+    Ok(())
+}
+
 /// Decodes a frame and starts its request. Produce appends before this returns. Produce and
 /// Fetch run in their own task queues (see `runtime::TaskClass`).
 async fn start_request(
@@ -161,7 +186,7 @@ async fn start_request(
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
         Decoded::Refused(frame) => {
-            return Ok(runtime::spawn(async move { Ok(frame) }));
+            return Ok(runtime::spawn(async move { Ok(frame.map(ResponseFrame::from)) }));
         }
         Decoded::Request(req) => req,
     };
@@ -171,7 +196,7 @@ async fn start_request(
     let correlation_id = req.header.correlation_id;
     let encode = move |reply: Reply| -> Outcome {
         reply
-            .map(|body| codec::encode_response(key, version, correlation_id, &body))
+            .map(|body| pieces::encode(key, version, correlation_id, &body))
             .transpose()
             .map_err(|e| format!("encoding {key:?} v{version}: {e}"))
     };
