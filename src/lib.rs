@@ -6,8 +6,8 @@
 pub mod base;
 pub mod config;
 pub mod metrics;
-pub mod protocol;
 pub mod runtime;
+pub mod protocol;
 pub mod client;
 pub mod log;
 pub mod partition;

@@ -6,7 +6,9 @@ mod clock;
 mod error;
 mod ids;
 pub mod limits;
+mod records;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{KafkaCode, KafkaError};
 pub use ids::{NodeId, ShardId, TopicPartition};
+pub use records::Records;

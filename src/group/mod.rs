@@ -199,7 +199,7 @@ pub(crate) async fn replay_partition(
         if read.error.is_some() || read.records.is_empty() {
             break;
         }
-        let mut buf = read.records.clone();
+        let mut buf = read.records.to_bytes();
         let Ok(sets) = RecordBatchDecoder::decode_all(&mut buf) else {
             break;
         };

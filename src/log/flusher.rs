@@ -14,6 +14,7 @@ use super::appender::SegmentAppender;
 use super::checkpoint::{self, CleanShutdown};
 use super::segment;
 use super::Log;
+use crate::base::Records;
 use crate::config::Durability;
 use crate::runtime;
 
@@ -21,7 +22,7 @@ use crate::runtime;
 /// seals the active segment and starts `segment_base`.
 pub(super) struct PendingWrite {
     pub segment_base: i64,
-    pub bytes: Bytes,
+    pub bytes: Records,
     pub last_offset: i64,
     /// Records in the batch (for `flush.messages`).
     pub records: u64,
@@ -110,8 +111,7 @@ impl Flusher {
             self.switch_segment(log, base).await?;
             let chunks: Vec<Bytes> = writes[i..group_end]
                 .iter()
-                .filter(|w| !w.bytes.is_empty())
-                .map(|w| w.bytes.clone())
+                .flat_map(|w| w.bytes.pieces().iter().cloned())
                 .collect();
             let app = self.appender.as_mut().expect("switch_segment opened one");
             if !chunks.is_empty() {

@@ -45,6 +45,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+
+use crate::base::Records;
 use futures::channel::{mpsc, oneshot};
 
 use crate::base::{Clock, SystemClock};
@@ -231,20 +233,22 @@ impl Log {
     /// [`LogError::Backlogged`] when the pending bound is reached (see the module docs).
     pub fn append(
         &self,
-        mut batch_bytes: BytesMut,
+        batch_bytes: impl Into<Bytes>,
         leader_epoch: i32,
     ) -> Result<Appended, LogError> {
+        let batch_bytes: Bytes = batch_bytes.into();
         let mut s = self.state.borrow_mut();
         if let Some(refused) = self.refusal(&s, batch_bytes.len() as u64) {
             return Err(refused);
         }
         let settings = self.settings.borrow();
         let base_offset = s.next_offset;
-        batch::assign_offsets(&mut batch_bytes, base_offset, leader_epoch);
         let now = SystemClock.now_ms();
-        let log_append_time = stamp_append_time(&mut batch_bytes, &settings, now)?;
-        let header = *batch::header(&batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
-        queue_batch(&mut s, &settings, &header, batch_bytes.freeze(), now);
+        let (stored, log_append_time) =
+            stamp(batch_bytes, base_offset, leader_epoch, &settings, now)?;
+        let header =
+            *batch::header(&stored.pieces()[0]).map_err(|e| LogError::Storage(e.to_string()))?;
+        queue_batch(&mut s, &settings, &header, stored, now);
         drop(s);
         drop(settings);
         self.wake_flusher();
@@ -367,7 +371,7 @@ impl Log {
 
     /// Reads whole batches from `offset`, below the high watermark, about `max_bytes` of them
     /// (at least one whole batch when any is there).
-    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Records, LogError> {
         self.read_below(offset, max_bytes, i64::MAX).await
     }
 
@@ -377,7 +381,7 @@ impl Log {
         offset: i64,
         max_bytes: usize,
         upper: i64,
-    ) -> Result<Bytes, LogError> {
+    ) -> Result<Records, LogError> {
         {
             let s = self.state.borrow();
             if offset < s.log_start || offset > s.next_offset {
@@ -394,7 +398,7 @@ impl Log {
                 let s = self.state.borrow();
                 let hw = s.durable_end.min(upper.max(s.log_start));
                 if from >= hw {
-                    return Ok(Bytes::new());
+                    return Ok(Records::new());
                 }
                 if s.tail.covers(from) {
                     return Ok(s.tail.read(from, hw, max_bytes));
@@ -414,7 +418,7 @@ impl Log {
             // Empty with data still ahead: compaction emptied the rest of this segment, so
             // the next batch is in a later one.
             if !bytes.is_empty() || segment_end >= hw || segment_end <= from {
-                return Ok(bytes);
+                return Ok(bytes.into());
             }
             from = segment_end;
         }
@@ -582,20 +586,29 @@ impl Log {
 
 /// Kafka's `message.timestamp.type=LogAppendTime`: data batches get the broker's append
 /// time (control batches keep theirs, as in Kafka). Returns the time stamped, if any.
-fn stamp_append_time(
-    batch_bytes: &mut [u8],
+/// The batch as stored: a copy of its header with the offsets, the leader epoch and (for a
+/// LogAppendTime topic) the broker's timestamp written in, then the producer's bytes after
+/// the header, untouched and not copied. Also the LogAppendTime stamped, if any.
+fn stamp(
+    batch_bytes: Bytes,
+    base_offset: i64,
+    leader_epoch: i32,
     settings: &LogSettings,
     now: i64,
-) -> Result<Option<i64>, LogError> {
-    if settings.timestamp_type != crate::config::TimestampType::LogAppendTime {
-        return Ok(None);
+) -> Result<(Records, Option<i64>), LogError> {
+    let bad = |e: batch::BatchError| LogError::Storage(e.to_string());
+    let split = batch::HEADER_LEN.min(batch_bytes.len());
+    let mut head = BytesMut::from(&batch_bytes[..split]);
+    let body = batch_bytes.slice(split..);
+    batch::assign_offsets(&mut head, base_offset, leader_epoch);
+    let append_time = settings.timestamp_type == crate::config::TimestampType::LogAppendTime
+        && !batch::header(&head).map_err(bad)?.is_control();
+    if append_time {
+        batch::set_log_append_time_split(&mut head, &body, now);
     }
-    let h = batch::header(batch_bytes).map_err(|e| LogError::Storage(e.to_string()))?;
-    if h.is_control() {
-        return Ok(None);
-    }
-    batch::set_log_append_time(batch_bytes, now);
-    Ok(Some(now))
+    let mut stored = Records::from(head.freeze());
+    stored.push(body);
+    Ok((stored, append_time.then_some(now)))
 }
 
 /// Puts one offset-stamped batch into the active segment (rolling first if due), the tail
@@ -604,7 +617,7 @@ fn queue_batch(
     s: &mut State,
     settings: &LogSettings,
     header: &batch::BatchHeader,
-    bytes: Bytes,
+    bytes: Records,
     now: i64,
 ) {
     let len = bytes.len() as u64;

@@ -59,7 +59,7 @@ impl Log {
             &mut s,
             &settings,
             &header,
-            batch_bytes,
+            batch_bytes.into(),
             SystemClock.now_ms(),
         );
         drop(settings);

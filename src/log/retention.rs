@@ -13,8 +13,6 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
-
 use super::checkpoint;
 use super::flusher::PendingWrite;
 use super::segment::{self, Segment};
@@ -231,7 +229,7 @@ impl Log {
         s.segments.insert(new_base, Segment::new(new_base));
         s.pending.push_back(PendingWrite {
             segment_base: new_base,
-            bytes: Bytes::new(),
+            bytes: Default::default(),
             last_offset: new_base - 1,
             records: 0,
         });

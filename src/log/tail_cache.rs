@@ -4,13 +4,13 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use crate::base::Records;
 
 #[derive(Debug, Clone)]
 pub struct CachedBatch {
     pub base_offset: i64,
     pub last_offset: i64,
-    pub bytes: Bytes,
+    pub bytes: Records,
 }
 
 #[derive(Debug, Default)]
@@ -91,44 +91,33 @@ impl TailCache {
 
     /// Whole batches holding offsets from `offset` up to (not including) `end`, at most
     /// `max_bytes` unless the first batch alone is larger (Kafka returns it whole anyway).
-    /// One batch is returned without copying; several are joined into one buffer.
-    pub fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Bytes {
+    /// The batches' own pieces are returned: nothing is copied.
+    pub fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Records {
         let start = self.batches.partition_point(|b| b.last_offset < offset);
-        let mut picked: Vec<&Bytes> = Vec::new();
-        let mut total = 0usize;
+        let mut out = Records::new();
         for b in self.batches.range(start..) {
             if b.last_offset >= end {
                 break;
             }
-            if !picked.is_empty() && total + b.bytes.len() > max_bytes {
+            if !out.is_empty() && out.len() + b.bytes.len() > max_bytes {
                 break;
             }
-            total += b.bytes.len();
-            picked.push(&b.bytes);
+            out.extend(&b.bytes);
         }
-        match picked.as_slice() {
-            [] => Bytes::new(),
-            [one] => (*one).clone(),
-            many => {
-                let mut out = BytesMut::with_capacity(total);
-                for b in many {
-                    out.extend_from_slice(b);
-                }
-                out.freeze()
-            }
-        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn batch(base: i64, last: i64, len: usize) -> CachedBatch {
         CachedBatch {
             base_offset: base,
             last_offset: last,
-            bytes: Bytes::from(vec![base as u8; len]),
+            bytes: Bytes::from(vec![base as u8; len]).into(),
         }
     }
 

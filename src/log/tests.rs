@@ -31,7 +31,7 @@ async fn read_all(log: &Log, from: i64) -> Vec<(i64, i32, u32)> {
     let mut out = Vec::new();
     let mut next = from;
     loop {
-        let bytes = log.read(next, 1000).await.expect("read");
+        let bytes = log.read(next, 1000).await.expect("read").to_bytes();
         if bytes.is_empty() {
             return out;
         }
@@ -747,7 +747,7 @@ fn log_append_time_stamps_stored_batches() {
         let log = Log::open(dir.path(), s).await.unwrap();
         let before = SystemClock.now_ms();
         append_durably(&log, batch_of(1, 2, 10)).await;
-        let bytes = log.read(0, 1000).await.unwrap();
+        let bytes = log.read(0, 1000).await.unwrap().to_bytes();
         let (h, _) = batch::validate(&bytes).expect("valid CRC");
         assert_eq!(h.attributes.get() & 0x08, 0x08);
         assert!(h.max_timestamp.get() >= before, "{}", h.max_timestamp.get());
@@ -789,7 +789,7 @@ async fn read_bytes(log: &Log, from: i64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut next = from;
     loop {
-        let bytes = log.read(next, 1 << 16).await.expect("read");
+        let bytes = log.read(next, 1 << 16).await.expect("read").to_bytes();
         let Some(end) = batch::BatchIter::new(&bytes)
             .map_while(Result::ok)
             .last()

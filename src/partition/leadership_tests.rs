@@ -144,13 +144,15 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_bounds_its_hw() {
             leader_epoch: 3,
         });
         let fetched = leader.read_for_follower(2, 0, 1 << 20).await;
-        let last = follower.append_replicated(fetched.records.clone()).unwrap();
+        let last = follower
+            .append_replicated(fetched.records.to_bytes())
+            .unwrap();
         assert_eq!(last.last_offset, 4);
         follower.log.wait_durable(last.last_offset).await.unwrap();
         follower.set_follower_high_watermark(100);
         assert_eq!(follower.high_watermark(), 5, "bounded by its own end");
-        let mine = follower.log.read(0, 1 << 20).await.unwrap();
-        assert_eq!(mine, fetched.records, "byte for byte");
+        let mine = follower.log.read(0, 1 << 20).await.unwrap().to_bytes();
+        assert_eq!(mine, fetched.records.to_bytes(), "byte for byte");
         let epochs: Vec<i32> = batch::BatchIter::new(&mine)
             .map(|b| b.unwrap().0.partition_leader_epoch.get())
             .collect();
@@ -158,7 +160,7 @@ fn a_follower_keeps_its_leaders_offsets_and_epochs_and_bounds_its_hw() {
         // The same batches again do not continue the log: refused, nothing appended twice.
         assert_eq!(
             follower
-                .append_replicated(fetched.records.clone())
+                .append_replicated(fetched.records.to_bytes())
                 .unwrap_err()
                 .code,
             KafkaCode::OffsetOutOfRange

@@ -35,9 +35,9 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::base::{KafkaCode, KafkaError, TopicPartition};
+use crate::base::{KafkaCode, KafkaError, Records, TopicPartition};
 use crate::config::LogSettings;
 use crate::log::{AbortedRange, CompactionInput, CompactionStats, Log, LogError, LogOffsets};
 use crate::protocol::batch::{self, ControlType};
@@ -131,7 +131,7 @@ pub struct ReadResult {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
-    pub records: Bytes,
+    pub records: Records,
     /// read_committed only: aborted transactions overlapping the records returned.
     pub aborted: Option<Vec<AbortedTxn>>,
 }
@@ -280,7 +280,7 @@ impl Partition {
                 duplicate: true,
             });
         }
-        let bytes = self.in_topic_codec(&header, &records[start..start + len])?;
+        let bytes = self.in_topic_codec(&header, &records.slice(start..start + len))?;
         let appended = self
             .log
             .append(bytes, self.leader_epoch.get())
@@ -319,7 +319,7 @@ impl Partition {
         let marker = batch::build_marker(producer_id, epoch, coordinator_epoch, kind, now);
         let appended = self
             .log
-            .append(BytesMut::from(&marker[..]), self.leader_epoch.get())
+            .append(Bytes::from(marker), self.leader_epoch.get())
             .map_err(storage_error)?;
         self.note_epoch(self.leader_epoch.get(), appended.base_offset);
         let aborted = self.txn.borrow_mut().producers.on_marker(
@@ -363,12 +363,12 @@ impl Partition {
     fn in_topic_codec(
         &self,
         header: &batch::BatchHeader,
-        raw: &[u8],
-    ) -> Result<BytesMut, KafkaError> {
+        raw: &Bytes,
+    ) -> Result<Bytes, KafkaError> {
         let wanted = self.log.settings().compression.codec();
         let Some(codec) = wanted.filter(|c| *c != header.compression() && !header.is_control())
         else {
-            return Ok(BytesMut::from(raw));
+            return Ok(raw.clone());
         };
         let bad =
             |e: rewrite::RecordsError| KafkaError::new(KafkaCode::CorruptMessage, e.to_string());
@@ -378,7 +378,7 @@ impl Partition {
             delete_horizon: None,
         };
         let rebuilt = rewrite::rebuild(&decoded.header, &decoded.records, how).map_err(bad)?;
-        Ok(BytesMut::from(&rebuilt[..]))
+        Ok(Bytes::from(rebuilt))
     }
 
     fn record_abort(&self, txn: AbortedTxn) {
@@ -505,7 +505,7 @@ impl Partition {
             high_watermark: offsets.high_watermark,
             last_stable_offset: lso,
             log_start_offset: offsets.log_start,
-            records: Bytes::new(),
+            records: Records::new(),
             aborted: None,
         };
         let read = match isolation {
@@ -716,7 +716,7 @@ async fn recover_producer_state(
     let now = log.now_ms();
     let mut next = from;
     while next < offsets.log_end {
-        let bytes = log.read(next, REPLAY_READ_BYTES).await?;
+        let bytes = log.read(next, REPLAY_READ_BYTES).await?.to_bytes();
         if bytes.is_empty() {
             break;
         }
@@ -754,11 +754,20 @@ async fn recover_producer_state(
 }
 
 /// The offset after the last batch in `records`, if there is one.
-fn end_of_batches(records: &Bytes) -> Option<i64> {
-    batch::BatchIter::new(records)
-        .map_while(Result::ok)
-        .last()
-        .map(|(h, _, _)| h.last_offset() + 1)
+/// The offset after the last whole batch of `records` (stored batches: headers only read).
+fn end_of_batches(records: &Records) -> Option<i64> {
+    let mut head = [0u8; batch::HEADER_LEN];
+    let (mut pos, mut end) = (0usize, None);
+    while records.copy_at(pos, &mut head) {
+        let h = batch::header(&head).ok()?;
+        let total = h.total_len();
+        if total < batch::HEADER_LEN || pos + total > records.len() {
+            break;
+        }
+        end = Some(h.last_offset() + 1);
+        pos += total;
+    }
+    end
 }
 
 fn corrupt(e: batch::BatchError) -> KafkaError {

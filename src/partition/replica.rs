@@ -14,7 +14,7 @@ use super::{
     corrupt, persist, recover_producer_state, storage_error, Appended, Partition, ReadResult,
     REPLAY_READ_BYTES,
 };
-use crate::base::{KafkaCode, KafkaError};
+use crate::base::{KafkaCode, KafkaError, Records};
 use crate::log::{Log, LogError};
 use crate::protocol::batch;
 
@@ -222,7 +222,7 @@ impl Partition {
             high_watermark: offsets.high_watermark,
             last_stable_offset: self.last_stable_offset(),
             log_start_offset: offsets.log_start,
-            records: Bytes::new(),
+            records: Records::new(),
             aborted: None,
         };
         match self.log.read(offset, max_bytes).await {
@@ -239,7 +239,7 @@ pub(super) async fn scan_epochs(log: &Log) -> Result<EpochCache, LogError> {
     let mut epochs = EpochCache::default();
     let mut next = offsets.log_start;
     while next < offsets.log_end {
-        let bytes = log.read(next, REPLAY_READ_BYTES).await?;
+        let bytes = log.read(next, REPLAY_READ_BYTES).await?.to_bytes();
         if bytes.is_empty() {
             break;
         }

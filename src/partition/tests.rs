@@ -43,7 +43,7 @@ async fn append_durably(p: &Partition, records: Bytes) -> Result<ProduceAppend, 
 /// `(base offset, record count, is control)` of every batch a read returns from 0.
 async fn batches(p: &Partition, isolation: Isolation) -> (Vec<(i64, i32, bool)>, ReadResult) {
     let r = p.read(0, 1 << 20, isolation).await;
-    let list = batch::BatchIter::new(&r.records)
+    let list = batch::BatchIter::new(&r.records.to_bytes())
         .map(|b| b.expect("valid"))
         .map(|(h, _, _)| (h.base_offset.get(), h.record_count.get(), h.is_control()))
         .collect();
@@ -296,7 +296,7 @@ fn long_polls_that_time_out_leave_nothing_behind_on_an_idle_partition() {
 
 /// Everything a replica reads from `from` (past the high watermark), as one buffer.
 async fn replica_bytes(p: &Partition, from: i64) -> Bytes {
-    p.read_for_replica(from, 1 << 20).await.records
+    p.read_for_replica(from, 1 << 20).await.records.to_bytes()
 }
 
 /// A leader in `epoch` with a plain batch, an aborted transaction and an open one.

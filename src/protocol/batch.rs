@@ -271,6 +271,18 @@ pub fn assign_offsets(bytes: &mut [u8], base_offset: i64, leader_epoch: i32) {
     h.partition_leader_epoch.set(leader_epoch);
 }
 
+/// `set_log_append_time` for a batch held as its header (`head`, at least `HEADER_LEN`
+/// bytes) and the rest (`body`): only the header changes; the CRC covers both.
+pub fn set_log_append_time_split(head: &mut [u8], body: &[u8], now: i64) {
+    let (h, _) = BatchHeader::mut_from_prefix(head).expect("caller validated the batch");
+    h.attributes.set(h.attributes.get() | 0x08);
+    h.max_timestamp.set(now);
+    let rest = (h.total_len().min(head.len() + body.len())).saturating_sub(head.len());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[CRC_START..]), &body[..rest]);
+    let (h, _) = BatchHeader::mut_from_prefix(head).expect("caller validated the batch");
+    h.crc.set(crc);
+}
+
 /// Kafka's LogAppendTime: marks the batch's timestamps as the broker's (attributes bit 3)
 /// and sets its max timestamp, which consumers then report for every record, to `now`;
 /// re-computes the CRC.

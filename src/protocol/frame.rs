@@ -209,7 +209,10 @@ mod tests {
         let room = r.room();
         room[..4].copy_from_slice(&0x7fff_ffffu32.to_be_bytes());
         r.filled(4);
-        assert!(matches!(r.take_frame(1 << 20), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            r.take_frame(1 << 20),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert!(r.room().len() <= MAX_PREALLOCATED);
     }
 

@@ -774,7 +774,7 @@ fn unknown_read() -> ReadResult {
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
-        records: bytes::Bytes::new(),
+        records: Default::default(),
         aborted: None,
     }
 }

@@ -1,20 +1,21 @@
 //! The thread-per-core runtime: one glommio executor per core, pinned; the channel mesh
 //! between shards; timers, task spawning, DMA files and sockets. This is the only module that
-//! names glommio and the only place for `unsafe` (besides `protocol::pieces`, which must
-//! implement the unsafe `BufMut` trait by forwarding to a `BytesMut`); everything else uses
-//! the types and functions exported here, so the broker would not change if the executor
-//! ever had to.
+//! names glommio and the only place for `unsafe` (hence `hooked_buf`, an unsafe-trait
+//! implementation for `protocol::pieces`); everything else uses the types and functions
+//! exported here, so the broker would not change if the executor ever had to.
 
 mod alloc;
 mod dirlock;
 mod executor;
 mod home_waker;
+mod hooked_buf;
 mod mesh;
 mod queues;
 
 pub use alloc::HugeAwareAllocator;
 pub use dirlock::DirLock;
 pub use executor::{run_shards, run_shards_spinning, ShardHandle};
+pub use hooked_buf::{HookedBytesMut, PutSliceHook};
 pub use mesh::{Mesh, MeshReceivers, MeshSenders};
 pub use queues::{install_task_queues, spawn_in, task_queue_shares, TaskClass};
 

@@ -12,16 +12,16 @@ use futures::channel::mpsc;
 use futures::future::{select, Either, Shared};
 use futures::io::{AsyncReadExt, AsyncWriteExt};
 use futures::{SinkExt, Stream, StreamExt};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind};
 
 use crate::base::limits::MAX_IN_FLIGHT_PER_CONNECTION;
 use crate::metrics::{self, ShardMetrics, Stage};
 use crate::protocol::codec::{self, Decoded};
 use crate::protocol::frame;
-use crate::protocol::pieces::{self, ResponseFrame};
+use crate::protocol::pieces::{self, Answer, ResponseFrame};
 use crate::runtime::{self, Semaphore, StaticPermit, Task, TaskClass, TcpStream};
 
-use super::handlers::{Handlers, Reply};
+use super::handlers::Handlers;
 
 /// What a request task yields: a frame to write, nothing (acks=0), or a reason to close.
 type Outcome = Result<Option<ResponseFrame>, String>;
@@ -186,7 +186,9 @@ async fn start_request(
     let decoded = codec::decode(f).map_err(|e| e.to_string())?;
     let req = match decoded {
         Decoded::Refused(frame) => {
-            return Ok(runtime::spawn(async move { Ok(frame.map(ResponseFrame::from)) }));
+            return Ok(runtime::spawn(
+                async move { Ok(frame.map(ResponseFrame::from)) },
+            ));
         }
         Decoded::Request(req) => req,
     };
@@ -194,9 +196,9 @@ async fn start_request(
     handlers.router.metrics().count_request(key as i16);
     let version = req.header.request_api_version;
     let correlation_id = req.header.correlation_id;
-    let encode = move |reply: Reply| -> Outcome {
+    let encode = move |reply: Option<Answer>| -> Outcome {
         reply
-            .map(|body| pieces::encode(key, version, correlation_id, &body))
+            .map(|body| pieces::encode(key, version, correlation_id, body))
             .transpose()
             .map_err(|e| format!("encoding {key:?} v{version}: {e}"))
     };
@@ -207,7 +209,7 @@ async fn start_request(
         return Ok(runtime::spawn_in(TaskClass::Produce, async move {
             let reply = done.await;
             metrics::record_stage(Stage::Produce, started.elapsed());
-            reply.and_then(encode)
+            reply.and_then(|r| encode(r.map(Answer::from)))
         }));
     }
     let h = handlers.clone();
@@ -247,11 +249,11 @@ async fn run_request(
     version: i16,
     body: RequestKind,
     client: ClientInfo,
-) -> ResponseKind {
-    match body {
+) -> Answer {
+    let kind = match body {
         RequestKind::ApiVersions(_) => h.api_versions(),
         RequestKind::Metadata(r) => h.metadata(r, version).await,
-        RequestKind::Fetch(r) => h.fetch(r, version).await,
+        RequestKind::Fetch(r) => return h.fetch(r, version).await.into(),
         RequestKind::ListOffsets(r) => h.list_offsets(r, version).await,
         RequestKind::OffsetForLeaderEpoch(r) => h.offset_for_leader_epoch(r).await,
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
@@ -289,5 +291,6 @@ async fn run_request(
         RequestKind::ListTransactions(r) => h.list_transactions(r).await,
         RequestKind::DescribeTransactions(r) => h.describe_transactions(r).await,
         other => unreachable!("{key:?} is in the version table but has no handler: {other:?}"),
-    }
+    };
+    kind.into()
 }

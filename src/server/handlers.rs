@@ -24,10 +24,11 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::base::limits::MAX_FETCH_WAIT_MS;
-use crate::base::{KafkaCode, KafkaError, TopicPartition};
+use crate::base::{KafkaCode, KafkaError, Records, TopicPartition};
 use crate::controller::{ClusterSnapshot, NewTopic, PartitionInfo, TopicInfo};
 use crate::partition::Isolation;
 use crate::protocol::codec;
+use crate::protocol::pieces::FetchAnswer;
 use crate::router::Router;
 use crate::runtime;
 use crate::shard::{FetchPart, OffsetQuery, Origin, ProducePart};
@@ -294,7 +295,8 @@ impl Handlers {
         })
     }
 
-    pub async fn fetch(&self, req: FetchRequest, version: i16) -> ResponseKind {
+    /// Fetch: the response with its record sets beside it (see `protocol::pieces`).
+    pub async fn fetch(&self, req: FetchRequest, version: i16) -> FetchAnswer {
         let snap = self.router.snapshot();
         let asked = if req.max_bytes <= 0 {
             usize::MAX
@@ -338,7 +340,7 @@ impl Handlers {
         for r in results.iter_mut() {
             let len = r.records.len();
             if len > budget && !first {
-                r.records = bytes::Bytes::new();
+                r.records = Records::new();
                 continue;
             }
             if len > 0 {
@@ -348,6 +350,7 @@ impl Handlers {
         }
         let mut resp = FetchResponse::default();
         resp.session_id = 0;
+        let mut records = Vec::with_capacity(results.len());
         let mut it = results.into_iter();
         for (topic, topic_id, idx) in layout {
             let mut tr = FetchableTopicResponse::default();
@@ -372,12 +375,15 @@ impl Handlers {
                         .collect()
                 });
                 pd.preferred_read_replica = BrokerId(-1);
-                pd.records = Some(r.records);
+                records.push(r.records);
                 tr.partitions.push(pd);
             }
             resp.responses.push(tr);
         }
-        ResponseKind::Fetch(resp)
+        FetchAnswer {
+            response: resp,
+            records,
+        }
     }
 
     pub async fn list_offsets(&self, req: ListOffsetsRequest, version: i16) -> ResponseKind {

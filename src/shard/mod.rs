@@ -381,7 +381,7 @@ impl Shard {
                     high_watermark: -1,
                     last_stable_offset: -1,
                     log_start_offset: -1,
-                    records: Bytes::new(),
+                    records: Default::default(),
                     aborted: None,
                 },
             };

@@ -55,7 +55,7 @@ async fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
     let mut out = Vec::new();
     let mut next = log.offsets().log_start;
     loop {
-        let bytes = log.read(next, 4096).await.expect("read");
+        let bytes = log.read(next, 4096).await.expect("read").to_bytes();
         if bytes.is_empty() {
             return out;
         }
@@ -239,10 +239,9 @@ fn aborted_data_goes_and_markers_stay_while_their_data_does() {
 }
 
 async fn markers_of(log: &Log) -> Vec<i64> {
-    let bytes = log.read(0, 1 << 20).await.unwrap();
+    let mut bytes = log.read(0, 1 << 20).await.unwrap().to_bytes();
     let mut out = Vec::new();
     let mut next = 0;
-    let mut bytes = bytes;
     loop {
         if bytes.is_empty() {
             return out;
@@ -254,7 +253,7 @@ async fn markers_of(log: &Log) -> Vec<i64> {
                 out.push(h.base_offset.get());
             }
         }
-        bytes = log.read(next, 1 << 20).await.unwrap();
+        bytes = log.read(next, 1 << 20).await.unwrap().to_bytes();
     }
 }
 
@@ -344,7 +343,7 @@ fn a_read_inside_a_removed_gap_gets_the_next_batch() {
             .await
             .unwrap()
             .expect("pass");
-        let bytes = log.read(old, 4096).await.unwrap();
+        let bytes = log.read(old, 4096).await.unwrap().to_bytes();
         let (h, _) = batch::validate(&bytes).unwrap();
         assert_eq!(
             h.base_offset.get(),
