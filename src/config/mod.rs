@@ -371,6 +371,12 @@ impl BrokerConfig {
     pub fn own_voter(&self) -> Option<&ControllerVoter> {
         self.controller_voters.iter().find(|v| v.id == self.node_id)
     }
+
+    /// A member of a cluster whose node id is not among the voters: it follows the
+    /// quorum's metadata as an observer (KRaft's `process.roles=broker`).
+    pub fn is_observer(&self) -> bool {
+        !self.controller_voters.is_empty() && self.own_voter().is_none()
+    }
 }
 
 /// Parses `id@host:port,id@host:port,...` (Kafka's `controller.quorum.voters`).
@@ -841,15 +847,6 @@ impl ConfigFile {
             "broker_session_timeout_ms",
             config.broker_session_timeout_ms > config.broker_heartbeat_interval_ms,
             "must be greater than broker_heartbeat_interval_ms",
-        )?;
-        check(
-            "controller_voters",
-            config.controller_voters.is_empty() || config.own_voter().is_some(),
-            &format!(
-                "node {} is not among the voters; a broker that is not a controller voter is \
-                 not supported yet: list it in controller_voters",
-                config.node_id
-            ),
         )?;
         check(
             "num_partitions",
