@@ -964,6 +964,26 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
     }
+
+    #[test]
+    fn a_node_outside_the_voters_is_an_observer() {
+        let voters = "controller_voters = \"1@127.0.0.1:9093,2@127.0.0.1:9094\"";
+        let voter = ConfigFile::parse(&format!("node_id = 2\n{voters}"))
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(voter.own_voter().is_some() && !voter.is_observer());
+        let observer = ConfigFile::parse(&format!("node_id = 4\n{voters}"))
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(observer.own_voter().is_none() && observer.is_observer());
+        let single = ConfigFile::parse("node_id = 4")
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(!single.is_observer());
+    }
 }
 
 #[cfg(test)]

@@ -378,6 +378,40 @@ mod tests {
     }
 
     #[test]
+    fn a_voter_answers_observers_from_its_recent_records_or_with_everything() {
+        let machine = MetadataMachine {
+            base: rebuild(&[]),
+            current: Rc::new(RefCell::new(Arc::new(rebuild(&[])))),
+            history: RefCell::new(Vec::new()),
+            publish: Rc::new(Box::new(|_| Box::pin(async {}))),
+            dirty: Cell::new(false),
+            recent: RefCell::new(RecentRecords::new(2)),
+        };
+        let records = [create("a", 1), create("b", 2), create("c", 3)];
+        for (i, r) in records.iter().enumerate() {
+            machine.apply(10 + i as u64, &serde_json::to_vec(r).unwrap());
+        }
+        assert_eq!(
+            machine.delta_since(10),
+            MetadataDelta::Records(records[1..].to_vec())
+        );
+        assert_eq!(machine.delta_since(12), MetadataDelta::Records(vec![]));
+        assert_eq!(
+            machine.delta_since(5),
+            MetadataDelta::Snapshot(records.to_vec()),
+            "index 10 fell off the recent records: everything"
+        );
+        // A snapshot installed at 20 replaces the state: older positions get everything.
+        let snapshot = serde_json::to_vec(&records[..1]).unwrap();
+        machine.restore(20, &snapshot);
+        assert_eq!(
+            machine.delta_since(12),
+            MetadataDelta::Snapshot(records[..1].to_vec())
+        );
+        assert_eq!(machine.delta_since(20), MetadataDelta::Records(vec![]));
+    }
+
+    #[test]
     fn every_voter_derives_the_same_cluster_id() {
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();

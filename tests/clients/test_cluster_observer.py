@@ -178,3 +178,10 @@ def test_unregister_removes_a_stopped_broker_and_keeps_its_replicas_offline(clus
     unknown = unregister(cluster, 1, 99)
     assert unknown.returncode != 0
     assert "Broker ID 99 is not currently registered" in unknown.stderr, unknown.stderr
+
+
+def test_unregister_on_a_single_node_names_the_unknown_id(broker):
+    out = subprocess.run([str(SLUICE_BIN), "cluster", "unregister", "7", "--bootstrap-server", broker.bootstrap],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "Broker ID 7 is not currently registered" in out.stderr, out.stderr
