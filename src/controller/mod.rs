@@ -535,6 +535,10 @@ impl Controller {
         let applied = status.applied.get();
         let delta = if applied > since {
             q.machine.delta_since(since)
+        } else if q.leads() {
+            // A ready leader has applied every index any voter ever applied, so an observer
+            // past it holds another history (the quorum was rebuilt): it gets everything.
+            observer::MetadataDelta::Snapshot(quorum::compact_records(&q.machine.history.borrow()))
         } else {
             observer::MetadataDelta::Records(Vec::new())
         };

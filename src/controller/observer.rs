@@ -9,7 +9,9 @@
 //! `since`, or with the whole metadata (compacted records) when it no longer holds them
 //! all, plus its applied index and the leader it knows. Any voter can answer: committed
 //! entries are the same at the same index on every voter, so switching voters after a
-//! failure loses or repeats nothing. This was chosen over making observers raft-rs learners
+//! failure loses or repeats nothing. An observer past the leader's own applied index holds
+//! the history of another quorum (the voters were rebuilt from scratch): the leader sends it
+//! everything, which replaces what it had. This was chosen over making observers raft-rs learners
 //! because a learner needs a configuration change committed by the leader for every
 //! observer (and undoing it when one goes away for good), its own Raft log, and care so a
 //! restart does not add it twice; pulling needs none of that, and the voters' retained tail
@@ -143,25 +145,27 @@ impl Observed {
     }
 
     /// Applies a voter's answer: its `delta` up to its applied index `applied`, and the
-    /// leader it knows. An answer not past what this observer holds (a voter behind the
-    /// one asked before) only updates the leader.
+    /// leader it knows. Records not past what this observer holds (a voter behind the one
+    /// asked before) only update the leader. A snapshot always replaces the state, even at
+    /// a lower index: the leader sends one to an observer past its own applied index, which
+    /// then holds the history of another quorum (one rebuilt from scratch).
     pub fn apply(&mut self, applied: u64, leader: i32, delta: MetadataDelta) -> Applied {
         let mut done = Applied::default();
-        if applied > self.applied {
-            match delta {
-                MetadataDelta::Records(records) => {
-                    for r in records {
-                        self.snapshot.apply(&r);
-                        self.history.push(r);
-                        done.records = true;
-                    }
-                }
-                MetadataDelta::Snapshot(records) => {
-                    self.replace(records);
+        match delta {
+            MetadataDelta::Records(records) if applied > self.applied => {
+                for r in records {
+                    self.snapshot.apply(&r);
+                    self.history.push(r);
                     done.records = true;
                 }
+                self.applied = applied;
             }
-            self.applied = applied;
+            MetadataDelta::Records(_) => {}
+            MetadataDelta::Snapshot(records) => {
+                self.replace(records);
+                self.applied = applied;
+                done.records = true;
+            }
         }
         if self.snapshot.controller_id != leader {
             self.snapshot.controller_id = leader;
@@ -468,11 +472,17 @@ mod tests {
         assert_eq!(o.snapshot.local_node, 4);
         assert_eq!(o.snapshot.controller_id, 3);
 
+        // A leader behind this observer: another history, which replaces this one.
+        let done = o.apply(2, 1, MetadataDelta::Snapshot(vec![topic("c")]));
+        assert!(done.records);
+        assert_eq!(o.applied, 2);
+        assert_eq!(o.snapshot.topics.keys().collect::<Vec<_>>(), vec!["c"]);
+
         // What is persisted restores the same topics at the same position.
         let p = o.persisted();
         let mut again = Observed::new(base());
         again.restore(serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap());
-        assert_eq!(again.applied, 9);
+        assert_eq!(again.applied, 2);
         assert_eq!(again.snapshot.topics, o.snapshot.topics);
     }
 
@@ -588,6 +598,91 @@ mod tests {
             assert!(
                 !again.snapshot().topics.contains_key("t"),
                 "and follows on from it"
+            );
+        });
+    }
+
+    /// A voter of `voters` on `dir`, once it leads.
+    async fn leading_voter(
+        dir: &Path,
+        voters: &[(u64, SocketAddr)],
+    ) -> Rc<crate::controller::Controller> {
+        let addr = voters[0].1;
+        let voter = crate::controller::Controller::open_quorum(
+            dir,
+            broker(1),
+            1,
+            defaults(),
+            no_publish(),
+            voters,
+            addr,
+        )
+        .unwrap();
+        for _ in 0..100 {
+            if voter.leads() {
+                return voter;
+            }
+            runtime::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the voter never led");
+    }
+
+    #[test]
+    fn an_observer_ahead_of_a_rebuilt_quorum_takes_its_history() {
+        use crate::controller::{Controller, NewTopic};
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        runtime::block_on(async {
+            let addr = runtime::probe_listen("127.0.0.1:0".parse().unwrap()).unwrap();
+            let voters = [(1, addr)];
+            let old = leading_voter(dirs[0].path(), &voters).await;
+            for name in ["a", "b", "c"] {
+                let t = NewTopic {
+                    name: name.into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    configs: BTreeMap::new(),
+                };
+                assert!(old.create_topics(vec![t], false).await[0].result.is_ok());
+            }
+            let o = Controller::open_observer(
+                dirs[2].path(),
+                broker(4),
+                1,
+                defaults(),
+                no_publish(),
+                &voters,
+            )
+            .unwrap();
+            for _ in 0..100 {
+                if o.snapshot().topics.len() == 3 {
+                    break;
+                }
+                runtime::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(o.snapshot().topics.len(), 3);
+            drop((o, old));
+            // The quorum starts again from an empty log, at the same address.
+            let fresh = leading_voter(dirs[1].path(), &voters).await;
+            assert!(fresh.snapshot().topics.is_empty());
+            let o = Controller::open_observer(
+                dirs[2].path(),
+                broker(4),
+                1,
+                defaults(),
+                no_publish(),
+                &voters,
+            )
+            .unwrap();
+            assert_eq!(o.snapshot().topics.len(), 3, "its persisted copy first");
+            for _ in 0..100 {
+                if o.snapshot().topics.is_empty() {
+                    break;
+                }
+                runtime::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(
+                o.snapshot().topics.is_empty(),
+                "then the new quorum's history"
             );
         });
     }
