@@ -1,4 +1,5 @@
-//! `sluice cluster info`: the cluster id, the controller and every broker.
+//! `sluice cluster info`: the cluster id, the controller and every broker;
+//! `sluice cluster unregister ID`: removes a stopped broker from the cluster's registry.
 
 use clap::{Args, Subcommand};
 
@@ -15,6 +16,22 @@ pub enum ClusterCommand {
     ///   SLUICE_BROKERS=kafka1:9092,kafka2:9092 sluice cluster info
     #[command(verbatim_doc_comment)]
     Info(InfoArgs),
+    /// Remove a broker's registration (Kafka's UnregisterBroker), e.g. one shut down for
+    /// good. It is no longer listed; the partitions it held keep it as an offline replica
+    /// until they are reassigned. A broker still running registers again.
+    ///
+    /// Examples:
+    ///   sluice cluster unregister 4 --bootstrap-server kafka1:9092
+    #[command(verbatim_doc_comment)]
+    Unregister(UnregisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnregisterArgs {
+    /// The node id of the broker to remove.
+    pub id: i32,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -26,7 +43,15 @@ pub struct InfoArgs {
 pub fn run(cmd: ClusterCommand) -> i32 {
     match cmd {
         ClusterCommand::Info(a) => common::run(info(a)),
+        ClusterCommand::Unregister(a) => common::run(unregister(a)),
     }
+}
+
+async fn unregister(a: UnregisterArgs) -> anyhow::Result<()> {
+    let client = common::connect(a.connect.client_config()?).await?;
+    Admin::new(client).unregister_broker(a.id).await?;
+    println!("Broker {} unregistered.", a.id);
+    Ok(())
 }
 
 async fn info(a: InfoArgs) -> anyhow::Result<()> {

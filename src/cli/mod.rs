@@ -148,8 +148,8 @@ pub struct BrokerArgs {
     /// host:port of the Prometheus metrics and admin HTTP API [default: off]
     #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// The controller quorum, id@host:port,... (Kafka's controller.quorum.voters) [default:
-    /// none: a single node]
+    /// The controller quorum, id@host:port,... (Kafka's controller.quorum.voters); a broker
+    /// whose --node-id is not listed joins as an observer [default: none: a single node]
     #[arg(long)]
     pub controller_voters: Option<String>,
     /// host:port this voter's controller listener binds [default: its voters entry]

@@ -2,7 +2,8 @@
 //! change topic configs, describe the cluster. Topic changes go to the controller (retried on
 //! NOT_CONTROLLER and other retriable errors); config changes to any broker
 //! (IncrementalAlterConfigs); descriptions come from Metadata, DescribeConfigs and
-//! DescribeCluster.
+//! DescribeCluster. UnregisterBroker removes a broker's registration (any broker forwards it
+//! to the controller).
 //! Per-topic outcomes are returned one by one, so a caller can report each.
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -12,8 +13,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName, UnregisterBrokerRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -384,6 +385,29 @@ impl Admin {
         let message = result.error_message.as_ref().map(|m| m.to_string());
         ClientError::check(result.error_code, message, || {
             format!("altering the configs of {}", resource.describe())
+        })
+    }
+
+    /// Removes broker `id`'s registration (Kafka's UnregisterBroker, as
+    /// `kafka-cluster.sh unregister`): it stops being listed; its replicas stay assigned.
+    pub async fn unregister_broker(&self, id: i32) -> Result<(), ClientError> {
+        let resp = self
+            .client
+            .retry(|| async {
+                let conn = self.client.any_conn().await?;
+                let version = conn.version(ApiKey::UnregisterBroker)?;
+                let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+                let resp = conn.request_at(&req, version).await?;
+                if resp.error_code == 41 {
+                    // NOT_CONTROLLER: retriable, the broker found no controller leader.
+                    ClientError::check(41, None, || "unregistering a broker".to_owned())?;
+                }
+                Ok(resp)
+            })
+            .await?;
+        let message = resp.error_message.as_ref().map(|m| m.to_string());
+        ClientError::check(resp.error_code, message, || {
+            format!("unregistering broker {id}")
         })
     }
 

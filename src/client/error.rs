@@ -327,6 +327,11 @@ fn code_info(code: i16) -> (&'static str, &'static str, bool) {
             false,
         ),
         100 => ("UNKNOWN_TOPIC_ID", "the topic id does not exist", true),
+        102 => (
+            "BROKER_ID_NOT_REGISTERED",
+            "no broker with this id is registered with the controller",
+            false,
+        ),
         _ => (
             "UNKNOWN_ERROR_CODE",
             "the broker returned an error code this client does not know",

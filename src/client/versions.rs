@@ -23,6 +23,7 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::CreateTopics, Range { min: 2, max: 7 }),
     (ApiKey::DeleteTopics, Range { min: 1, max: 6 }),
     (ApiKey::DescribeCluster, Range { min: 0, max: 2 }),
+    (ApiKey::UnregisterBroker, Range { min: 0, max: 0 }),
     (ApiKey::DescribeConfigs, Range { min: 1, max: 4 }),
     (ApiKey::IncrementalAlterConfigs, Range { min: 0, max: 1 }),
     (ApiKey::FindCoordinator, Range { min: 0, max: 4 }),

@@ -375,6 +375,12 @@ impl BrokerConfig {
     pub fn own_voter(&self) -> Option<&ControllerVoter> {
         self.controller_voters.iter().find(|v| v.id == self.node_id)
     }
+
+    /// A member of a cluster whose node id is not among the voters: it follows the
+    /// quorum's metadata as an observer (KRaft's `process.roles=broker`).
+    pub fn is_observer(&self) -> bool {
+        !self.controller_voters.is_empty() && self.own_voter().is_none()
+    }
 }
 
 /// Parses `id@host:port,id@host:port,...` (Kafka's `controller.quorum.voters`).
@@ -860,15 +866,6 @@ impl ConfigFile {
             "must be greater than broker_heartbeat_interval_ms",
         )?;
         check(
-            "controller_voters",
-            config.controller_voters.is_empty() || config.own_voter().is_some(),
-            &format!(
-                "node {} is not among the voters; a broker that is not a controller voter is \
-                 not supported yet: list it in controller_voters",
-                config.node_id
-            ),
-        )?;
-        check(
             "num_partitions",
             config.num_partitions >= 1,
             "must be at least 1",
@@ -983,6 +980,26 @@ mod tests {
             .resolve(1)
             .unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn a_node_outside_the_voters_is_an_observer() {
+        let voters = "controller_voters = \"1@127.0.0.1:9093,2@127.0.0.1:9094\"";
+        let voter = ConfigFile::parse(&format!("node_id = 2\n{voters}"))
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(voter.own_voter().is_some() && !voter.is_observer());
+        let observer = ConfigFile::parse(&format!("node_id = 4\n{voters}"))
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(observer.own_voter().is_none() && observer.is_observer());
+        let single = ConfigFile::parse("node_id = 4")
+            .unwrap()
+            .resolve(1)
+            .unwrap();
+        assert!(!single.is_observer());
     }
 }
 

@@ -57,6 +57,30 @@ impl Controller {
             .await
     }
 
+    /// Removes `node_id`'s registration (Kafka's UnregisterBroker); its replicas stay
+    /// assigned, offline. A single node has no other broker to remove, and its own
+    /// registration is implicit: BROKER_ID_NOT_REGISTERED for any other id, and
+    /// INVALID_REQUEST for its own.
+    pub async fn unregister_broker(&self, node_id: i32) -> Result<(), KafkaError> {
+        if matches!(self.store, Store::Local(_)) {
+            let snap = self.snapshot();
+            return Err(if node_id == snap.local_node {
+                KafkaError::new(
+                    crate::base::KafkaCode::InvalidRequest,
+                    "a single node cannot unregister itself",
+                )
+            } else {
+                KafkaError::new(
+                    crate::base::KafkaCode::BrokerIdNotRegistered,
+                    format!("Broker ID {node_id} is not currently registered"),
+                )
+            });
+        }
+        self.broker_command(ControllerCommand::UnregisterBroker { node_id })
+            .await
+            .map(|_| ())
+    }
+
     async fn broker_command(&self, command: ControllerCommand) -> Result<i64, KafkaError> {
         if matches!(self.store, Store::Local(_)) {
             return Ok(0);
@@ -121,6 +145,12 @@ impl Controller {
                     epoch,
                     s.registry.controlled_shutdown(node_id, epoch, &snap)?,
                 ),
+                ControllerCommand::UnregisterBroker { node_id } => {
+                    let records = s.registry.unregister(node_id, &snap)?;
+                    s.incarnations.remove(&node_id);
+                    tracing::info!(node_id, "broker unregistered");
+                    (-1, records)
+                }
                 _ => return Err(not_controller()),
             }
         };
@@ -217,7 +247,7 @@ impl Controller {
         heartbeat_interval: Duration,
         session_timeout: Duration,
     ) {
-        if matches!(self.store, Store::Local(_)) {
+        if matches!(self.store, Store::Local(_) | Store::Observer(_)) {
             return;
         }
         self.session_timeout_ms
@@ -312,6 +342,28 @@ mod tests {
             assert!(again > epoch);
             c.broker_heartbeat(2, again).await.unwrap();
             assert!(c.snapshot().is_live(2));
+        });
+    }
+
+    #[test]
+    fn unregistering_removes_a_broker_and_an_unknown_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        runtime::block_on(async {
+            let c = lone_voter(dir.path()).await;
+            let epoch = c.register_broker(registration(5), 1).await.unwrap();
+            c.broker_heartbeat(5, epoch).await.unwrap();
+            c.unregister_broker(5).await.unwrap();
+            assert!(c.snapshot().broker(5).is_none());
+            let again = c.unregister_broker(5).await.unwrap_err();
+            assert_eq!(again.code, KafkaCode::BrokerIdNotRegistered);
+            let hb = c.broker_heartbeat(5, epoch).await.unwrap_err();
+            assert_eq!(
+                hb.code,
+                KafkaCode::BrokerIdNotRegistered,
+                "it must register again"
+            );
+            let back = c.register_broker(registration(5), 2).await.unwrap();
+            assert!(back > epoch);
         });
     }
 

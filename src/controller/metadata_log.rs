@@ -82,6 +82,13 @@ pub enum MetadataRecord {
         node_id: i32,
         epoch: i64,
     },
+    /// The broker's registration is removed (Kafka's UnregisterBrokerRecord, from an
+    /// UnregisterBroker request): it is no longer listed anywhere. Its replicas stay in the
+    /// assignments, offline. Applies only to the registration with this `epoch`.
+    UnregisterBroker {
+        node_id: i32,
+        epoch: i64,
+    },
     /// The whole new state of one partition: leader (−1 = none), epochs, ISR, replicas and
     /// their shards, and a reassignment in progress (KIP-455 `adding` / `removing`).
     PartitionChange {

@@ -5,7 +5,9 @@
 //!
 //! A single node keeps its metadata in a local, durable record log (`metadata_log`); the
 //! cluster work puts a Raft group behind the same interface (append a record, read committed
-//! records, subscribe via the publish sink) without touching its users. Uses base, runtime.
+//! records, subscribe via the publish sink) without touching its users. A broker that is not
+//! one of the voters is an observer (`observer`): it follows the committed metadata by
+//! pulling it from the voters and forwards every change to the leader. Uses base, runtime.
 //!
 //! The cluster decisions are pure functions of a snapshot returning the records to commit,
 //! for the controller leader to call (no I/O, no clock of their own):
@@ -27,6 +29,7 @@ mod brokers;
 pub mod change;
 pub mod election;
 mod metadata_log;
+mod observer;
 pub mod placement;
 mod quorum;
 pub mod raft;
@@ -92,10 +95,12 @@ pub struct TopicDefaults {
     pub replication_factor: i16,
 }
 
-/// Where committed metadata lives: the local log of a single node, or the Raft quorum.
+/// Where committed metadata lives: the local log of a single node, the Raft quorum (this
+/// broker a voter), or the quorum seen from outside (this broker an observer).
 enum Store {
     Local(MetadataLog),
     Quorum(quorum::Quorum),
+    Observer(observer::Observer),
 }
 
 pub struct Controller {
@@ -166,6 +171,7 @@ impl Controller {
             history: RefCell::new(Vec::new()),
             publish: publish.clone(),
             dirty: Cell::new(false),
+            recent: RefCell::new(observer::RecentRecords::new(observer::RECENT_RECORDS)),
         });
         // The command handler needs the controller, which needs the running node.
         let slot: Rc<RefCell<Weak<Controller>>> = Rc::new(RefCell::new(Weak::new()));
@@ -179,13 +185,20 @@ impl Controller {
                 }
             })
         });
-        let (handle, server) =
-            raft::start_voter(id, &meta_dir.join("raft"), voters, listen, machine, handler)?;
+        let (handle, server) = raft::start_voter(
+            id,
+            &meta_dir.join("raft"),
+            voters,
+            listen,
+            machine.clone(),
+            handler,
+        )?;
         let controller = Rc::new(Controller {
             store: Store::Quorum(quorum::Quorum {
                 id,
                 handle,
                 voters: voters.iter().copied().collect(),
+                machine,
                 next_request: Cell::new(1),
                 _server: server,
             }),
@@ -201,13 +214,56 @@ impl Controller {
         Ok(controller)
     }
 
+    /// Follows the Raft quorum `voters` as observer `broker.node_id` (see `observer`): no
+    /// Raft log and no controller listener of its own; its copy of the metadata lives in
+    /// `<meta_dir>/observer`, so a restart serves it at once and resumes from it.
+    pub fn open_observer(
+        meta_dir: &Path,
+        broker: BrokerInfo,
+        shards: usize,
+        defaults: TopicDefaults,
+        publish: PublishSink,
+        voters: &[(u64, SocketAddr)],
+    ) -> anyhow::Result<Rc<Controller>> {
+        use anyhow::Context;
+        anyhow::ensure!(
+            !voters.is_empty(),
+            "an observer needs the controller voters"
+        );
+        let broker = BrokerInfo { shards, ..broker };
+        let mut base = ClusterSnapshot::empty(broker, quorum::cluster_id(voters));
+        base.controller_id = -1;
+        let current = Rc::new(RefCell::new(Arc::new(base.clone())));
+        let publish = Rc::new(publish);
+        let dir = meta_dir.join("observer");
+        let observer =
+            observer::Observer::start(&dir, voters, base, current.clone(), publish.clone())
+                .with_context(|| format!("opening the observer metadata in {}", dir.display()))?;
+        Ok(Rc::new(Controller {
+            store: Store::Observer(observer),
+            changes: Mutex::new(()),
+            current,
+            defaults,
+            publish,
+            sessions: RefCell::new(None),
+            session_timeout_ms: Cell::new(registry::DEFAULT_SESSION_TIMEOUT_MS),
+            started: Instant::now(),
+        }))
+    }
+
     /// True when this process may validate and commit changes itself (a single node, or
-    /// the Raft leader once it has applied its predecessors' records).
+    /// the Raft leader once it has applied its predecessors' records; never an observer).
     pub fn leads(&self) -> bool {
         match &self.store {
             Store::Local(_) => true,
             Store::Quorum(q) => q.leads(),
+            Store::Observer(_) => false,
         }
+    }
+
+    /// Whether this broker is an observer (not a controller voter).
+    pub fn is_observer(&self) -> bool {
+        matches!(self.store, Store::Observer(_))
     }
 
     pub fn snapshot(&self) -> Arc<ClusterSnapshot> {
@@ -359,6 +415,7 @@ impl Controller {
                 return Ok(());
             }
             Store::Quorum(q) => q,
+            Store::Observer(_) => return Err(not_controller()),
         };
         let data = serde_json::to_vec(&record)
             .map_err(|e| KafkaError::new(KafkaCode::UnknownServerError, e.to_string()))?;
@@ -374,6 +431,12 @@ impl Controller {
 
     /// Runs a forwarded command here (this is the leader) and returns the reply.
     async fn execute(&self, command: ControllerCommand) -> ControllerReply {
+        if let ControllerCommand::FetchMetadata { since, max_wait_ms } = command {
+            // Every voter answers observers, leader or not.
+            return self
+                .answer_fetch(since, Duration::from_millis(max_wait_ms))
+                .await;
+        }
         if !self.leads() {
             return ControllerReply::NotController {
                 leader: self.controller_leader(),
@@ -419,9 +482,15 @@ impl Controller {
                     index: self.applied_index(),
                 };
             }
+            ControllerCommand::FetchMetadata { since, max_wait_ms } => {
+                return self
+                    .answer_fetch(since, Duration::from_millis(max_wait_ms))
+                    .await
+            }
             broker @ (ControllerCommand::RegisterBroker { .. }
             | ControllerCommand::Heartbeat { .. }
-            | ControllerCommand::ControlledShutdown { .. }) => {
+            | ControllerCommand::ControlledShutdown { .. }
+            | ControllerCommand::UnregisterBroker { .. }) => {
                 let result = self.execute_broker(broker).await;
                 return ControllerReply::Broker {
                     result,
@@ -452,20 +521,69 @@ impl Controller {
         serde_json::to_vec(&quorum::ReplyEnvelope { id, reply }).unwrap_or_default()
     }
 
+    /// A voter's answer to an observer's `FetchMetadata`: waits up to `max_wait` for an
+    /// entry applied after `since`, then sends what it has.
+    async fn answer_fetch(&self, since: u64, max_wait: Duration) -> ControllerReply {
+        let Store::Quorum(q) = &self.store else {
+            return ControllerReply::NotController {
+                leader: self.controller_leader(),
+            };
+        };
+        let status = &q.handle.status;
+        if status.applied.get() <= since {
+            let wait = max_wait.min(observer::FETCH_WAIT * 10);
+            crate::runtime::timeout(wait, status.wait_applied(since + 1)).await;
+        }
+        // Read together, with no await between: the delta is exactly what `applied` covers.
+        let applied = status.applied.get();
+        let delta = if applied > since {
+            q.machine.delta_since(since)
+        } else if q.leads() {
+            // A ready leader has applied every index any voter ever applied, so an observer
+            // past it holds another history (the quorum was rebuilt): it gets everything.
+            observer::MetadataDelta::Snapshot(quorum::compact_records(&q.machine.history.borrow()))
+        } else {
+            observer::MetadataDelta::Records(Vec::new())
+        };
+        ControllerReply::Metadata {
+            leader: q.leader_id(),
+            applied,
+            delta,
+        }
+    }
+
+    /// Where forwarded commands go and how far this broker applied (voters and observers).
+    fn follower(&self) -> Option<(&raft::node::NodeStatus, &Cell<u64>)> {
+        match &self.store {
+            Store::Local(_) => None,
+            Store::Quorum(q) => Some((&q.handle.status, &q.next_request)),
+            Store::Observer(o) => Some((&o.status, &o.next_request)),
+        }
+    }
+
+    /// The voter to send a forwarded command to, if one is known.
+    fn forward_target(&self) -> Option<(u64, SocketAddr)> {
+        match &self.store {
+            Store::Local(_) => None,
+            Store::Quorum(q) => q.leader_addr(),
+            Store::Observer(o) => o.target(),
+        }
+    }
+
     /// Sends `command` to the leader (or runs it here once this voter leads), retrying
-    /// through leader changes for up to `FORWARD_TIMEOUT`; then waits until this voter has
+    /// through leader changes for up to `FORWARD_TIMEOUT`; then waits until this broker has
     /// applied what the leader had, so the caller sees the change in its snapshot.
     async fn forward(&self, command: ControllerCommand) -> ControllerReply {
-        let Store::Quorum(q) = &self.store else {
+        let Some((status, next_request)) = self.follower() else {
             return self.execute_boxed(command).await;
         };
         let deadline = Instant::now() + FORWARD_TIMEOUT;
         loop {
-            if q.leads() {
+            if self.leads() {
                 return self.execute_boxed(command).await;
             }
-            if let Some((leader, addr)) = q.leader_addr() {
-                let id = q.next_request.replace(q.next_request.get() + 1);
+            if let Some((leader, addr)) = self.forward_target() {
+                let id = next_request.replace(next_request.get() + 1);
                 let envelope = quorum::CommandEnvelope {
                     id,
                     command: command.clone(),
@@ -475,12 +593,18 @@ impl Controller {
                 match raft::transport::request(addr, &payload, left).await {
                     Ok(bytes) => match serde_json::from_slice::<quorum::ReplyEnvelope>(&bytes) {
                         Ok(env) if !matches!(env.reply, ControllerReply::NotController { .. }) => {
-                            let reached = q.handle.status.wait_applied(env.reply.index());
+                            let reached = status.wait_applied(env.reply.index());
                             let left = deadline.saturating_duration_since(Instant::now());
                             crate::runtime::timeout(left.max(FORWARD_RETRY), reached).await;
                             return env.reply;
                         }
-                        Ok(_) => {}
+                        Ok(env) => {
+                            if let (Store::Observer(o), ControllerReply::NotController { leader }) =
+                                (&self.store, &env.reply)
+                            {
+                                o.heard_leader(*leader);
+                            }
+                        }
                         Err(e) => tracing::warn!(leader, error = %e, "unreadable controller reply"),
                     },
                     Err(e) => {
@@ -490,7 +614,7 @@ impl Controller {
             }
             if Instant::now() >= deadline {
                 return ControllerReply::NotController {
-                    leader: q.leader_id(),
+                    leader: self.controller_leader(),
                 };
             }
             crate::runtime::sleep(FORWARD_RETRY).await;
@@ -532,6 +656,7 @@ impl Controller {
         match &self.store {
             Store::Local(_) => 0,
             Store::Quorum(q) => q.handle.status.applied.get(),
+            Store::Observer(o) => o.status.applied.get(),
         }
     }
 
@@ -540,6 +665,7 @@ impl Controller {
         match &self.store {
             Store::Local(_) => self.snapshot().controller_id,
             Store::Quorum(q) => q.leader_id(),
+            Store::Observer(o) => o.leader_id(),
         }
     }
 }

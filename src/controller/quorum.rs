@@ -17,6 +17,7 @@ use std::sync::Arc;
 use futures::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::observer::{MetadataDelta, RecentRecords};
 use super::raft::{RaftHandle, StateMachine};
 use super::{AdminOp, ClusterSnapshot, MetadataRecord, NewTopic, PublishSink};
 use crate::base::KafkaError;
@@ -54,6 +55,17 @@ pub enum ControllerCommand {
         node_id: i32,
         epoch: i64,
     },
+    /// Removes a broker's registration (Kafka's UnregisterBroker).
+    UnregisterBroker {
+        node_id: i32,
+    },
+    /// An observer asks any voter for the records applied after index `since`, waiting up
+    /// to `max_wait_ms` for one when there is none yet. Answered by every voter, leader or
+    /// not, with [`ControllerReply::Metadata`].
+    FetchMetadata {
+        since: u64,
+        max_wait_ms: u64,
+    },
     /// A partition leader's ISR change (Kafka's AlterPartition).
     AlterPartition {
         broker_id: i32,
@@ -80,6 +92,13 @@ pub enum ControllerReply {
         result: Result<(i64, i64), KafkaError>,
         index: u64,
     },
+    /// A voter's answer to `FetchMetadata`: the metadata up to its applied index
+    /// `applied` (records after `since`, or all of it), and the leader it knows (-1: none).
+    Metadata {
+        leader: i32,
+        applied: u64,
+        delta: MetadataDelta,
+    },
     /// A broker lifecycle command's outcome: the broker epoch (for a registration; the
     /// one named, otherwise).
     Broker {
@@ -92,7 +111,7 @@ impl ControllerReply {
     /// The leader's applied index the forwarding broker must reach before answering.
     pub fn index(&self) -> u64 {
         match self {
-            Self::NotController { .. } => 0,
+            Self::NotController { .. } | Self::Metadata { .. } => 0,
             Self::Results { index, .. }
             | Self::ProducerIds { index, .. }
             | Self::Broker { index, .. } => *index,
@@ -117,6 +136,7 @@ pub struct Quorum {
     pub id: u64,
     pub handle: RaftHandle,
     pub voters: HashMap<u64, SocketAddr>,
+    pub machine: Rc<MetadataMachine>,
     pub next_request: Cell<u64>,
     pub _server: crate::runtime::Task<()>,
 }
@@ -153,9 +173,20 @@ pub struct MetadataMachine {
     pub history: RefCell<Vec<MetadataRecord>>,
     pub publish: Rc<PublishSink>,
     pub dirty: Cell<bool>,
+    /// The last records applied, with their indexes, for observers that follow closely.
+    pub recent: RefCell<RecentRecords>,
 }
 
 impl MetadataMachine {
+    /// What an observer that has everything up to `since` lacks of what is applied here:
+    /// the records after it while this voter still holds them, else the whole metadata.
+    pub fn delta_since(&self, since: u64) -> MetadataDelta {
+        match self.recent.borrow().since(since) {
+            Some(records) => MetadataDelta::Records(records),
+            None => MetadataDelta::Snapshot(compact_records(&self.history.borrow())),
+        }
+    }
+
     fn update(&self, change: impl FnOnce(&mut ClusterSnapshot)) {
         let mut next = (**self.current.borrow()).clone();
         change(&mut next);
@@ -175,6 +206,7 @@ impl StateMachine for MetadataMachine {
             }
         };
         self.update(|s| s.apply(&record));
+        self.recent.borrow_mut().push(index, record.clone());
         self.history.borrow_mut().push(record);
     }
 
@@ -202,6 +234,7 @@ impl StateMachine for MetadataMachine {
         next.controller_id = current.controller_id;
         *self.current.borrow_mut() = Arc::new(next);
         *self.history.borrow_mut() = records;
+        self.recent.borrow_mut().reset(index);
         self.dirty.set(true);
     }
 
@@ -342,6 +375,40 @@ mod tests {
         assert_eq!(small.topics["a"].partitions.len(), 2);
         assert_eq!(small.topics["b"].configs, configs);
         assert_eq!(small.next_producer_id, 2000);
+    }
+
+    #[test]
+    fn a_voter_answers_observers_from_its_recent_records_or_with_everything() {
+        let machine = MetadataMachine {
+            base: rebuild(&[]),
+            current: Rc::new(RefCell::new(Arc::new(rebuild(&[])))),
+            history: RefCell::new(Vec::new()),
+            publish: Rc::new(Box::new(|_| Box::pin(async {}))),
+            dirty: Cell::new(false),
+            recent: RefCell::new(RecentRecords::new(2)),
+        };
+        let records = [create("a", 1), create("b", 2), create("c", 3)];
+        for (i, r) in records.iter().enumerate() {
+            machine.apply(10 + i as u64, &serde_json::to_vec(r).unwrap());
+        }
+        assert_eq!(
+            machine.delta_since(10),
+            MetadataDelta::Records(records[1..].to_vec())
+        );
+        assert_eq!(machine.delta_since(12), MetadataDelta::Records(vec![]));
+        assert_eq!(
+            machine.delta_since(5),
+            MetadataDelta::Snapshot(records.to_vec()),
+            "index 10 fell off the recent records: everything"
+        );
+        // A snapshot installed at 20 replaces the state: older positions get everything.
+        let snapshot = serde_json::to_vec(&records[..1]).unwrap();
+        machine.restore(20, &snapshot);
+        assert_eq!(
+            machine.delta_since(12),
+            MetadataDelta::Snapshot(records[..1].to_vec())
+        );
+        assert_eq!(machine.delta_since(20), MetadataDelta::Records(vec![]));
     }
 
     #[test]

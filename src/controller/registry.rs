@@ -155,6 +155,26 @@ impl Registry {
         Ok(records)
     }
 
+    /// Removes `node`'s registration (Kafka's UnregisterBroker): whatever it led moves, it
+    /// leaves the ISRs, and its registration goes; its replicas stay assigned (offline). A
+    /// broker still running finds its epoch unknown at its next heartbeat and registers
+    /// again, as in Kafka. An unknown node is refused with BROKER_ID_NOT_REGISTERED.
+    pub fn unregister(
+        &mut self,
+        node: i32,
+        snap: &ClusterSnapshot,
+    ) -> Result<Vec<MetadataRecord>, KafkaError> {
+        let epoch = snap.broker(node).ok_or_else(|| not_registered(node))?.epoch;
+        self.last_seen.remove(&node);
+        self.shutting_down.remove(&node);
+        let mut records = election::on_fenced(snap, node);
+        records.push(MetadataRecord::UnregisterBroker {
+            node_id: node,
+            epoch,
+        });
+        Ok(records)
+    }
+
     /// Whether `node` is in controlled shutdown.
     pub fn is_shutting_down(&self, node: i32) -> bool {
         self.shutting_down.contains(&node)
@@ -167,16 +187,18 @@ fn current(
     node: i32,
     epoch: i64,
 ) -> Result<&super::BrokerInfo, KafkaError> {
-    let broker = snap.broker(node).ok_or_else(|| {
-        KafkaError::new(
-            KafkaCode::BrokerIdNotRegistered,
-            format!("Broker {node} is not registered."),
-        )
-    })?;
+    let broker = snap.broker(node).ok_or_else(|| not_registered(node))?;
     if broker.epoch != epoch {
         return Err(stale(broker.epoch, epoch));
     }
     Ok(broker)
+}
+
+fn not_registered(node: i32) -> KafkaError {
+    KafkaError::new(
+        KafkaCode::BrokerIdNotRegistered,
+        format!("Broker ID {node} is not currently registered"),
+    )
 }
 
 fn stale(expected: i64, got: i64) -> KafkaError {

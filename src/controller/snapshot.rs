@@ -232,6 +232,10 @@ impl ClusterSnapshot {
             MetadataRecord::UnfenceBroker { node_id, epoch } => {
                 self.set_fenced(*node_id, *epoch, false)
             }
+            MetadataRecord::UnregisterBroker { node_id, epoch } => {
+                self.brokers
+                    .retain(|b| !(b.node_id == *node_id && b.epoch == *epoch));
+            }
             MetadataRecord::PartitionChange {
                 topic,
                 partition,
@@ -482,6 +486,28 @@ mod tests {
             epoch: 9,
         });
         assert!(!s.is_live(2));
+    }
+
+    #[test]
+    fn unregistering_removes_only_the_named_registration() {
+        let mut s = three_brokers(3);
+        s.apply(&replicated_topic());
+        let epoch = s.broker(3).unwrap().epoch;
+        s.apply(&MetadataRecord::UnregisterBroker {
+            node_id: 3,
+            epoch: epoch + 1,
+        });
+        assert!(
+            s.broker(3).is_some(),
+            "another epoch's record changes nothing"
+        );
+        s.apply(&MetadataRecord::UnregisterBroker { node_id: 3, epoch });
+        assert!(s.broker(3).is_none());
+        assert!(!s.is_live(3));
+        let ids: Vec<i32> = s.brokers.iter().map(|b| b.node_id).collect();
+        assert_eq!(ids, vec![1, 2]);
+        let p = &s.topics["r"].partitions[1];
+        assert_eq!(p.replicas, vec![3, 1], "its replicas stay assigned");
     }
 
     #[test]

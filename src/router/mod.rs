@@ -55,6 +55,11 @@ pub enum MeshMessage {
     AllocateProducerIds {
         reply: oneshot::Sender<Result<(i64, i64), KafkaError>>,
     },
+    /// Removes a broker's registration (UnregisterBroker), for the controller.
+    UnregisterBroker {
+        node_id: i32,
+        reply: oneshot::Sender<Result<(), KafkaError>>,
+    },
     /// A leader's ISR change, for the controller.
     AlterPartition {
         change: AlterPartition,
@@ -179,6 +184,12 @@ impl Router {
                 let me = self.clone();
                 runtime::detach(async move {
                     let _ = reply.send(me.alter_partition_here(change).await);
+                });
+            }
+            MeshMessage::UnregisterBroker { node_id, reply } => {
+                let me = self.clone();
+                runtime::detach(async move {
+                    let _ = reply.send(me.unregister_broker_here(node_id).await);
                 });
             }
             MeshMessage::Snapshot { snapshot, applied } => self.queue_snapshot(snapshot, applied),
@@ -698,6 +709,26 @@ impl Router {
         let controller = self.controller.borrow().clone();
         match controller {
             Some(c) => c.alter_partition(change).await,
+            None => Err(KafkaCode::NotController.into()),
+        }
+    }
+
+    /// Removes broker `node_id`'s registration through the controller (on shard 0).
+    pub async fn unregister_broker(&self, node_id: i32) -> Result<(), KafkaError> {
+        if self.controller.borrow().is_some() {
+            return self.unregister_broker_here(node_id).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let msg = MeshMessage::UnregisterBroker { node_id, reply: tx };
+        let _ = self.senders.send_to(CONTROLLER_SHARD, msg).await;
+        rx.await
+            .unwrap_or_else(|_| Err(KafkaCode::NotController.into()))
+    }
+
+    async fn unregister_broker_here(&self, node_id: i32) -> Result<(), KafkaError> {
+        let controller = self.controller.borrow().clone();
+        match controller {
+            Some(c) => c.unregister_broker(node_id).await,
             None => Err(KafkaCode::NotController.into()),
         }
     }

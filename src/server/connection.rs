@@ -259,6 +259,7 @@ async fn run_request(
         RequestKind::CreateTopics(r) => h.create_topics(r).await,
         RequestKind::DeleteTopics(r) => h.delete_topics(r, version).await,
         RequestKind::DescribeCluster(r) => h.describe_cluster(&r),
+        RequestKind::UnregisterBroker(r) => h.unregister_broker(r).await,
         RequestKind::DescribeConfigs(r) => h.describe_configs(r),
         RequestKind::AlterConfigs(r) => h.alter_configs(r).await,
         RequestKind::IncrementalAlterConfigs(r) => h.incremental_alter_configs(r).await,

@@ -176,6 +176,17 @@ impl Handlers {
         ResponseKind::DescribeCluster(resp)
     }
 
+    /// UnregisterBroker: the controller removes the broker's registration (its replicas
+    /// stay assigned, offline); BROKER_ID_NOT_REGISTERED for an unknown id.
+    pub async fn unregister_broker(&self, req: UnregisterBrokerRequest) -> ResponseKind {
+        let mut resp = UnregisterBrokerResponse::default();
+        if let Err(e) = self.router.unregister_broker(req.broker_id.0).await {
+            resp.error_code = e.code.code();
+            resp.error_message = message(&e);
+        }
+        ResponseKind::UnregisterBroker(resp)
+    }
+
     /// Stage one of a produce (appends done in order); the returned future builds the reply,
     /// or a reason to close the connection (a failed acks=0 produce).
     pub async fn produce(

@@ -363,8 +363,8 @@ fn join_cluster(
     ))
 }
 
-/// The controller of shard 0: a Raft voter when `controller_voters` is set, else the
-/// single node's local metadata log.
+/// The controller of shard 0: a Raft voter when `controller_voters` lists this node, an
+/// observer of that quorum when it does not, else the single node's local metadata log.
 fn open_controller(
     config: &BrokerConfig,
     broker: BrokerInfo,
@@ -380,14 +380,22 @@ fn open_controller(
         let c = Controller::open(&meta, broker, config.cores, defaults, publish)?;
         return Ok(Rc::new(c));
     }
-    let own = config
-        .own_voter()
-        .context("this broker is not a controller voter")?;
     let voters: Vec<(u64, std::net::SocketAddr)> = config
         .controller_voters
         .iter()
         .map(|v| (v.id as u64, v.addr))
         .collect();
+    let Some(own) = config.own_voter() else {
+        if config.controller_listen.is_some() {
+            tracing::warn!("controller_listen ignored: an observer has no controller listener");
+        }
+        tracing::info!(
+            node = config.node_id,
+            voters = voters.len(),
+            "controller quorum observer (not a voter)"
+        );
+        return Controller::open_observer(&meta, broker, config.cores, defaults, publish, &voters);
+    };
     let listen = config.controller_listen.unwrap_or(own.addr);
     tracing::info!(node = config.node_id, %listen, voters = voters.len(), "controller quorum voter");
     Controller::open_quorum(

@@ -2,6 +2,8 @@
 
 `Cluster(tmp_path, n)` makes n brokers (node ids 1..n), each with its own data directory, a
 free Kafka port and a free controller port, all started with the same `--controller-voters`.
+`Cluster(tmp_path, n, voters=k)` lists only nodes 1..k as voters: nodes k+1..n are observers
+(brokers that follow the quorum without voting; they have no controller port).
 Brokers are the conftest `Broker` objects, so starting waits for the `sluice ready` line and a
 failing test gets their logs. Use the `cluster_factory` fixture (import it into a test module)
 so every broker is stopped, and checked to exit 0, at the end of the test.
@@ -26,16 +28,22 @@ def free_port() -> int:
 
 
 class Cluster:
-    """n brokers, each a controller voter; nodes by id in `self.nodes`."""
+    """n brokers, the first `voters` (default: all) controller voters; nodes by id in `self.nodes`."""
 
-    def __init__(self, tmp_path: Path, n=3, cores=1, extra_args=()):
-        self.controller_ports = {i: free_port() for i in range(1, n + 1)}
+    def __init__(self, tmp_path: Path, n=3, cores=1, extra_args=(), voters=None):
+        voters_n = n if voters is None else voters
+        assert 1 <= voters_n <= n
+        self.controller_ports = {i: free_port() for i in range(1, voters_n + 1)}
         voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in self.controller_ports.items())
         self.nodes: dict[int, Broker] = {}
         for i in range(1, n + 1):
             args = ["--node-id", str(i), "--controller-voters", voters, *extra_args]
             self.nodes[i] = Broker(tmp_path / f"node{i}", tmp_path / "logs", name=f"node{i}",
                                    cores=cores, extra_args=args)
+
+    def observers(self) -> list[int]:
+        """The node ids that are not controller voters."""
+        return [i for i in self.nodes if i not in self.controller_ports]
 
     def start(self):
         for b in self.nodes.values():
@@ -80,11 +88,12 @@ class Cluster:
 
 @pytest.fixture
 def cluster_factory(request, tmp_path):
-    """make(n=3, cores=1, extra_args=()) -> a started Cluster; stopped (exit 0) at the end."""
+    """make(n=3, cores=1, extra_args=(), voters=None) -> a started Cluster; stopped (exit 0) at the end."""
     made: list[Cluster] = []
 
-    def make(n=3, cores=1, extra_args=()):
-        c = Cluster(tmp_path / f"cluster{len(made) + 1}", n=n, cores=cores, extra_args=extra_args)
+    def make(n=3, cores=1, extra_args=(), voters=None):
+        c = Cluster(tmp_path / f"cluster{len(made) + 1}", n=n, cores=cores, extra_args=extra_args,
+                    voters=voters)
         made.append(c)
         for b in c.nodes.values():
             _track(request, b)

@@ -5,6 +5,8 @@ ExecStart lines (systemd is not PID 1 here, so the `systemd`-tagged tasks are sk
 test_ansible.py). Then:
 - rolling_restart.yml's checks pass on a healthy cluster, and stop the roll (failing) while a
   broker is down and its partitions under-replicated, then pass again once it is back;
+- add_broker.yml provisions a fourth broker that is not a controller voter (an observer):
+  every broker lists it and a replication-factor-4 topic created through it works;
 
 Needs what test_ansible.py needs (root, the ansible venv from tests/run.sh).
 """
@@ -76,8 +78,10 @@ def host_vars(tmp: Path, node: int, tarball: Path, checksum: str, voters: str) -
 class Deployment:
     """Three provisioned brokers in one namespace; start/kill them by node id."""
 
-    def __init__(self, ns: Netns, tmp: Path, inv: Path):
+    def __init__(self, ns: Netns, tmp: Path, inv: Path, hosts: dict):
         self.ns, self.tmp, self.inv = ns, tmp, inv
+        # The inventory's host variables by host name (add_broker derives a new host's).
+        self.hosts = hosts
         self.procs: dict[int, subprocess.Popen] = {}
 
     def start(self, node):
@@ -139,7 +143,7 @@ def cluster(tmp_path_factory):
     inv = tmp / "inventory.json"
     inv.write_text(json.dumps({"sluice": {"hosts": hosts}, "new_brokers": {"hosts": {}}}))
     ns = Netns()
-    d = Deployment(ns, tmp, inv)
+    d = Deployment(ns, tmp, inv, hosts)
     try:
         site = playbook(ns, inv, "site.yml", "--skip-tags", "systemd,ready")
         assert recap(site)["failed"] == 0
@@ -206,6 +210,53 @@ def test_rolling_restart_checks_hold_the_roll_while_a_broker_is_out_of_sync(clus
     out = playbook(d.ns, d.inv, "rolling_restart.yml", "--skip-tags", "systemd")
     assert recap(out)["failed"] == 0, d.log_tail()
     assert sorted(read_all(d)) == sorted(RECORDS)
+
+
+def test_add_broker_joins_a_fourth_broker_that_is_not_a_voter(cluster):
+    d = cluster
+    wait_for(lambda: all(live_brokers(d, n) == set(NODES) for n in NODES), timeout=60,
+             what="every broker to see the three brokers unfenced")
+    new = 4
+    inv = json.loads(d.inv.read_text())
+    b1 = d.hosts["b1"]
+    # The same voters (1..3): broker 4 is not among them.
+    new_vars = host_vars(d.tmp, new, Path(b1["sluice_release_url"].removeprefix("file://")),
+                         b1["sluice_release_checksum"], b1["sluice_controller_voters"])
+    (d.tmp / f"b{new}" / "systemd").mkdir(parents=True)
+    inv["new_brokers"]["hosts"][f"b{new}"] = new_vars
+    add_inv = d.tmp / "inventory-add.json"
+    add_inv.write_text(json.dumps(inv))
+    out = playbook(d.ns, add_inv, "add_broker.yml", "--skip-tags", "systemd,ready")
+    assert recap(out)["failed"] == 0
+    d.start(new)
+    out = playbook(d.ns, add_inv, "add_broker.yml", "--tags", "ready")
+    assert recap(out)["failed"] == 0, d.log_tail()
+    everyone = (*NODES, new)
+    wait_for(lambda: all(live_brokers(d, n) == set(everyone) for n in everyone), timeout=60,
+             what="every broker to see the four brokers unfenced")
+    assert not (d.tmp / f"b{new}" / "data" / "meta" / "raft").exists(), "an observer keeps no Raft log"
+    d.python(f"""
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, Producer, TopicPartition
+boot = "127.0.0.1:{kafka_port(new)}"
+a = AdminClient({{"bootstrap.servers": boot}})
+for f in a.create_topics([NewTopic("added-rf4", 2, 4)]).values():
+    f.result(60)
+p = Producer({{"bootstrap.servers": boot, "acks": "all"}})
+for i in range(100):
+    p.produce("added-rf4", b"v%d" % i)
+assert p.flush(60) == 0
+c = Consumer({{"bootstrap.servers": boot, "group.id": "added", "enable.auto.commit": False}})
+parts = [TopicPartition("added-rf4", i, 0) for i in range(2)]
+c.assign(parts)
+got = []
+while len(got) < 100:
+    m = c.poll(30)
+    assert m is not None, f"{{len(got)}} of 100 read"
+    if not m.error():
+        got.append(m.value())
+assert sorted(got) == sorted(b"v%d" % i for i in range(100))
+""")
 
 
 def live_brokers(d: Deployment, node) -> set[int]:

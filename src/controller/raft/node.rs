@@ -87,11 +87,18 @@ impl NodeStatus {
             return;
         }
         let (tx, rx) = oneshot::channel();
-        self.waiters.borrow_mut().push((index, tx));
+        {
+            let mut waiters = self.waiters.borrow_mut();
+            // Waiters that gave up (a timed-out long poll) go, so a quiet log does not pile
+            // them up.
+            waiters.retain(|(_, tx)| !tx.is_canceled());
+            waiters.push((index, tx));
+        }
         let _ = rx.await;
     }
 
-    fn set_applied(&self, index: u64, term: u64) {
+    /// Moves the applied index (and its term), waking whoever waits for it.
+    pub fn set_applied(&self, index: u64, term: u64) {
         self.applied.set(index);
         self.applied_term.set(term);
         let mut waiters = self.waiters.borrow_mut();

@@ -140,3 +140,32 @@ fn re_registration_moves_what_the_old_incarnation_led() {
     assert_eq!(part(&s, "t", 0).leader, 2);
     assert!(!part(&s, "t", 0).isr.contains(&1));
 }
+
+#[test]
+fn unregistering_moves_leaderships_and_removes_the_broker_but_not_its_replicas() {
+    let (mut r, mut s) = setup();
+    let err = r.unregister(9, &s).unwrap_err();
+    assert_eq!(err.code, KafkaCode::BrokerIdNotRegistered);
+    let recs = r.unregister(2, &s).unwrap();
+    assert_eq!(
+        recs.last(),
+        Some(&MetadataRecord::UnregisterBroker {
+            node_id: 2,
+            epoch: 1
+        })
+    );
+    apply_all(&mut s, &recs);
+    assert!(s.broker(2).is_none());
+    let p1 = part(&s, "t", 1);
+    assert_eq!(p1.replicas, vec![2, 3, 1], "the assignment keeps it");
+    assert_eq!(
+        p1.leader, 3,
+        "its leadership moved to the next in-sync replica"
+    );
+    assert!(!p1.isr.contains(&2));
+    assert!(!part(&s, "t", 0).isr.contains(&2));
+    let again = r.unregister(2, &s).unwrap_err();
+    assert_eq!(again.code, KafkaCode::BrokerIdNotRegistered);
+    let stale = r.on_heartbeat(2, 1, 10, true, &s).unwrap_err();
+    assert_eq!(stale.code, KafkaCode::BrokerIdNotRegistered);
+}
