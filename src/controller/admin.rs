@@ -1,5 +1,6 @@
 //! Topic changes after creation: configs (AlterConfigs replaces a topic's set,
-//! IncrementalAlterConfigs edits it) and added partitions (CreatePartitions, increase only).
+//! IncrementalAlterConfigs edits it), added partitions (CreatePartitions, increase only) and
+//! partition reassignments (AlterPartitionReassignments, through `reassign`).
 //! Each is checked by Kafka's rules, committed as one metadata record and published.
 
 use std::collections::BTreeMap;
@@ -7,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::TopicInfo;
-use super::{placement, validate, Controller, MetadataRecord};
+use super::{placement, reassign, validate, Controller, MetadataRecord};
 use crate::base::{KafkaCode, KafkaError};
 
 /// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType` ids).
@@ -52,6 +53,32 @@ pub enum AdminOp {
         topics: Vec<(String, i32)>,
         validate_only: bool,
     },
+    /// AlterPartitionReassignments: (topic, partition, target replicas); `None` cancels
+    /// the partition's reassignment in progress. One result per move, named by its topic.
+    Reassign {
+        moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+}
+
+impl AdminOp {
+    /// The topic each result of this op is labelled with, in order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            AdminOp::AlterConfigs { changes, .. } => changes.iter().map(|c| c.0.clone()).collect(),
+            AdminOp::CreatePartitions { topics, .. } => {
+                topics.iter().map(|t| t.0.clone()).collect()
+            }
+            AdminOp::Reassign { moves } => moves.iter().map(|m| m.0.clone()).collect(),
+        }
+    }
+
+    fn validate_only(&self) -> bool {
+        match self {
+            AdminOp::AlterConfigs { validate_only, .. }
+            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
+            AdminOp::Reassign { .. } => false,
+        }
+    }
 }
 
 /// One result per topic named in the op, in order.
@@ -132,19 +159,8 @@ pub fn changed_configs(
 impl Controller {
     /// Runs an admin topic change; publishes once if anything was committed.
     pub async fn run_admin(&self, op: AdminOp) -> AdminResults {
-        let validate_only = match &op {
-            AdminOp::AlterConfigs { validate_only, .. }
-            | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
-        };
-        if !validate_only && !self.leads() {
-            let names = match &op {
-                AdminOp::AlterConfigs { changes, .. } => {
-                    changes.iter().map(|c| c.0.clone()).collect()
-                }
-                AdminOp::CreatePartitions { topics, .. } => {
-                    topics.iter().map(|t| t.0.clone()).collect()
-                }
-            };
+        if !op.validate_only() && !self.leads() {
+            let names = op.names();
             return self
                 .forward_results(super::ControllerCommand::Admin { op }, names)
                 .await;
@@ -158,6 +174,7 @@ impl Controller {
                 topics,
                 validate_only,
             } => self.create_partitions(topics, validate_only).await,
+            AdminOp::Reassign { moves } => self.reassign(moves).await,
         };
         if changed {
             self.publish_current().await;
@@ -258,6 +275,30 @@ impl Controller {
             replica_shards: placed.replica_shards,
         })
         .await
+    }
+}
+
+impl Controller {
+    /// Starts or cancels each move in turn, each against the snapshot the one before left.
+    async fn reassign(&self, moves: Vec<(String, i32, Option<Vec<i32>>)>) -> (AdminResults, bool) {
+        let _guard = self.changes.lock().await;
+        let mut changed = false;
+        let mut results = Vec::with_capacity(moves.len());
+        for (topic, partition, target) in moves {
+            let snap = self.snapshot();
+            let record = match &target {
+                Some(target) => reassign::start(&snap, &topic, partition, target),
+                None => reassign::cancel(&snap, &topic, partition).map(Some),
+            };
+            let result = match record {
+                Ok(Some(record)) => self.commit(record).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            changed |= result.is_ok();
+            results.push((topic, result));
+        }
+        (results, changed)
     }
 }
 

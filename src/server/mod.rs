@@ -8,6 +8,7 @@ mod connection;
 mod groups;
 mod handlers;
 mod membership;
+mod reassign;
 mod replica;
 mod txn;
 
