@@ -1,4 +1,5 @@
-//! `sluice cluster info`: the cluster id, the controller and every broker.
+//! `sluice cluster info`: the cluster id, the controller and every broker;
+//! `sluice cluster reassign`: partition reassignment (in `reassign`).
 
 use clap::{Args, Subcommand};
 
@@ -15,6 +16,17 @@ pub enum ClusterCommand {
     ///   SLUICE_BROKERS=kafka1:9092,kafka2:9092 sluice cluster info
     #[command(verbatim_doc_comment)]
     Info(InfoArgs),
+    /// Move partition replicas between brokers (plans in Kafka's reassignment JSON).
+    ///
+    /// Examples:
+    ///   sluice cluster reassign --generate --topics orders --brokers 1,2,3 > plan.json
+    ///   sluice cluster reassign --execute --plan plan.json --throttle 10000000
+    ///   sluice cluster reassign --verify --plan plan.json --wait
+    ///   sluice cluster reassign --cancel --plan plan.json
+    ///   sluice cluster reassign --decommission 3
+    ///   sluice cluster reassign --list
+    #[command(verbatim_doc_comment)]
+    Reassign(super::reassign::ReassignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -26,6 +38,7 @@ pub struct InfoArgs {
 pub fn run(cmd: ClusterCommand) -> i32 {
     match cmd {
         ClusterCommand::Info(a) => common::run(info(a)),
+        ClusterCommand::Reassign(a) => super::reassign::run(a),
     }
 }
 
