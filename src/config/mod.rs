@@ -357,6 +357,11 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// Kafka `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max_ms: i64,
+    /// Kafka `leader.replication.throttled.rate` / `follower.replication.throttled.rate`
+    /// (bytes/s for the whole broker, for the replicas the topics name as throttled); a
+    /// dynamic broker config (IncrementalAlterConfigs) overrides them.
+    pub leader_replication_throttled_rate: u64,
+    pub follower_replication_throttled_rate: u64,
 }
 
 /// One controller voter: its node id and controller address.
@@ -464,6 +469,8 @@ pub struct ConfigFile {
     pub rack: Option<String>,
     pub broker_heartbeat_interval_ms: Option<u64>,
     pub broker_session_timeout_ms: Option<u64>,
+    pub leader_replication_throttled_rate: Option<u64>,
+    pub follower_replication_throttled_rate: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -582,7 +589,9 @@ impl ConfigFile {
             controller_listen,
             rack,
             broker_heartbeat_interval_ms,
-            broker_session_timeout_ms
+            broker_session_timeout_ms,
+            leader_replication_throttled_rate,
+            follower_replication_throttled_rate
         )
     }
 
@@ -765,6 +774,12 @@ impl ConfigFile {
                 .fetch_max_bytes
                 .unwrap_or(limits::DEFAULT_FETCH_MAX_BYTES),
             replica_lag_time_max_ms: self.replica_lag_time_max_ms.unwrap_or(30_000),
+            leader_replication_throttled_rate: self
+                .leader_replication_throttled_rate
+                .unwrap_or(i64::MAX as u64),
+            follower_replication_throttled_rate: self
+                .follower_replication_throttled_rate
+                .unwrap_or(i64::MAX as u64),
         };
         check(
             "replica_lag_time_max_ms",

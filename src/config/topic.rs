@@ -23,6 +23,7 @@ pub struct InvalidConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
     StaticBroker = 4,
     Default = 5,
 }
