@@ -233,9 +233,22 @@ fn report(
 ) -> anyhow::Result<()> {
     let mut failed = 0;
     for (m, r) in moves.iter().zip(outcomes) {
-        if let Err(e) = r {
-            eprintln!("Failed to {doing} {}-{}: {e}", m.topic, m.partition);
-            failed += 1;
+        match r {
+            Ok(()) => {}
+            Err(crate::client::ClientError::Kafka(e)) if e.message.is_some() => {
+                eprintln!(
+                    "Failed to {doing} {}-{}: {} ({})",
+                    m.topic,
+                    m.partition,
+                    e,
+                    e.name()
+                );
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("Failed to {doing} {}-{}: {e}", m.topic, m.partition);
+                failed += 1;
+            }
         }
     }
     if failed > 0 {
@@ -319,6 +332,10 @@ async fn decommission(
     let live = live_brokers(client).await?;
     let others: Vec<i32> = live.iter().copied().filter(|b| *b != broker).collect();
     let current = current_of(client, None).await?;
+    let holds = current.iter().any(|c| c.replicas.contains(&broker));
+    if holds && others.is_empty() {
+        bail!("broker {broker} is the only live broker: there is nowhere to move its replicas");
+    }
     let plan = reassign_plan::generate(&current, &others, Spread::OffDisallowed)
         .map_err(anyhow::Error::msg)?;
     if plan.partitions.is_empty() {

@@ -284,17 +284,18 @@ impl Handlers {
         }
         let mut checked = Vec::with_capacity(ops.len());
         for (config, op, value) in ops {
-            let value =
-                match op {
-                    ConfigOp::Set => value.as_deref(),
-                    ConfigOp::Delete => None,
-                    ConfigOp::Append | ConfigOp::Subtract => return Err(fail(
+            let value = match op {
+                ConfigOp::Set => value.as_deref(),
+                ConfigOp::Delete => None,
+                ConfigOp::Append | ConfigOp::Subtract => {
+                    return Err(fail(
                         KafkaCode::InvalidConfig,
                         &format!(
                             "Config value append/subtract is not allowed for config key: {config}"
                         ),
-                    )),
-                };
+                    ))
+                }
+            };
             let parsed = ThrottleRates::check(config, value)
                 .map_err(|m| fail(KafkaCode::InvalidConfig, &m))?;
             checked.push((config.as_str(), parsed));
