@@ -99,7 +99,26 @@ pub fn describe_topic(
     broker: &LogSettings,
     configs: &BTreeMap<String, String>,
 ) -> Vec<DescribedConfig> {
-    TOPIC_CONFIGS
+    // The replication throttle's replica lists: no broker synonym, empty by default.
+    let throttles = THROTTLED_REPLICAS
+        .iter()
+        .map(|&name| match configs.get(name) {
+            Some(v) => DescribedConfig {
+                name,
+                value: v.clone(),
+                source: ConfigSource::DynamicTopic,
+                read_only: false,
+                synonyms: vec![(name, v.clone(), ConfigSource::DynamicTopic)],
+            },
+            None => DescribedConfig {
+                name,
+                value: String::new(),
+                source: ConfigSource::Default,
+                read_only: false,
+                synonyms: Vec::new(),
+            },
+        });
+    let mut out: Vec<DescribedConfig> = TOPIC_CONFIGS
         .iter()
         .map(|&(name, synonym)| {
             let default = (synonym, broker_value(broker, name), ConfigSource::Default);
@@ -120,8 +139,17 @@ pub fn describe_topic(
                 },
             }
         })
-        .collect()
+        .chain(throttles)
+        .collect();
+    out.sort_by_key(|c| c.name);
+    out
 }
+
+/// Topic configs naming the replicas the replication throttle applies to.
+const THROTTLED_REPLICAS: &[&str] = &[
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+];
 
 /// The broker's log cleaner settings (broker-wide, no topic-level name): Kafka's name, value.
 fn cleaner_configs(broker: &LogSettings) -> [(&'static str, String); 3] {

@@ -5,14 +5,15 @@ moving a partition off its leader under a steady acks=all idempotent producer co
 no acknowledged record lost or duplicated and the order kept; the removed replica's log
 directory is deleted; nothing is listed as moving afterwards. A move onto a dead broker stays
 in progress (`--verify` exits 1) until `--cancel` puts the original replicas back; cancelling
-when nothing moves is NO_REASSIGNMENT_IN_PROGRESS. `--decommission` moves every replica off
+when nothing moves is NO_REASSIGNMENT_IN_PROGRESS. `--throttle` sets Kafka's throttle configs
+(topic replica lists, broker rates) and `--verify` removes them once nothing moves. `--decommission` moves every replica off
 a broker.
 """
 
 import json
 import subprocess
 
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import ConfigResource, NewTopic
 
 import failover
 import kwire
@@ -69,6 +70,23 @@ def state(cluster, name, node=None):
 def all_in_sync(cluster, name, partitions):
     s = state(cluster, name)
     return len(s) == partitions and all(sorted(r) == i for _, r, i in s.values())
+
+
+def configs(cluster, kind, name, node=None):
+    """{config: (value, source)} of a topic or broker (DescribeConfigs)."""
+    node = node or cluster.running()[0]
+    admin = ck_admin(cluster.bootstrap(node))
+    (res,) = admin.describe_configs([ConfigResource(kind, str(name))]).values()
+    return {k: (v.value, v.source) for k, v in res.result(timeout=TIMEOUT).items()}
+
+
+def throttles_set(cluster, name):
+    """The topic's throttled replica lists and each live broker's follower rate."""
+    topic = configs(cluster, ConfigResource.Type.TOPIC, name)
+    rates = {n: configs(cluster, ConfigResource.Type.BROKER, n, node=n)["follower.replication.throttled.rate"][0]
+             for n in cluster.running()}
+    return (topic.get("leader.replication.throttled.replicas", ("", 0))[0],
+            topic.get("follower.replication.throttled.replicas", ("", 0))[0], rates)
 
 
 def plan_of(name, moves):
@@ -139,8 +157,12 @@ def test_cancel_puts_the_original_replicas_back(cluster_factory, tmp_path):
     wait_live(cluster, sorted(n for n in NODES if n != dead))
     target = [original[0], dead]
     moving = plan_of(name, [(0, target)])
-    out = reassign(cluster, "--execute", "--plan", "-", plan=moving)
+    out = reassign(cluster, "--execute", "--throttle", "1000000", "--plan", "-", plan=moving)
     assert out.returncode == 0, out.stderr
+    leaders, followers, rates = throttles_set(cluster, name)
+    assert sorted(leaders.split(",")) == sorted(f"0:{b}" for b in original)
+    assert followers == f"0:{dead}"
+    assert set(rates.values()) == {"1000000"}, rates
     out = reassign(cluster, "--verify", "--plan", "-", plan=moving)
     assert out.returncode == 1 and "is still in progress" in out.stdout, out.stdout + out.stderr
     listed = reassign(cluster, "--list")
@@ -149,6 +171,11 @@ def test_cancel_puts_the_original_replicas_back(cluster_factory, tmp_path):
     assert out.returncode == 0, out.stderr
     assert reassign(cluster, "--list").stdout.strip() == ""
     assert state(cluster, name)[0][1] == original
+    # verify after the cancel: not the planned replicas (exit 1), and the throttles are gone
+    out = reassign(cluster, "--verify", "--plan", "-", plan=moving)
+    assert out.returncode == 1 and "There is no active reassignment" in out.stdout, out.stdout
+    leaders, followers, rates = throttles_set(cluster, name)
+    assert (leaders, followers) == ("", "") and set(rates.values()) == {str(2**63 - 1)}, rates
     cluster.restart(dead)
     wait_live(cluster, NODES)
 
@@ -164,8 +191,10 @@ def test_decommission_moves_every_replica_off_a_broker(cluster_factory, tmp_path
     generated = json.loads(out.stdout)
     assert generated["version"] == 1
     assert all(4 not in p["replicas"] for p in generated["partitions"])
-    out = reassign(cluster, "--decommission", "4", "--timeout", "120")
+    out = reassign(cluster, "--decommission", "4", "--timeout", "120", "--throttle", "100000000")
     assert out.returncode == 0, out.stdout + out.stderr
+    leaders, followers, rates = throttles_set(cluster, name)
+    assert (leaders, followers) == ("", "") and set(rates.values()) == {str(2**63 - 1)}, rates
     s = state(cluster, name)
     assert all(4 not in replicas and len(replicas) == 2 for _, replicas, _ in s.values()), s
     wait_for(lambda: not list(cluster.nodes[4].data_dir.glob(f"{name}-*")),
