@@ -308,7 +308,7 @@ async fn progress(
     let states = reassign_plan::verify(plan, &ongoing, &current);
     let moving = states
         .iter()
-        .filter(|(_, s)| *s == Progress::InProgress)
+        .filter(|(_, s)| *s == Progress::Moving)
         .count();
     Ok((states, moving))
 }

@@ -220,7 +220,7 @@ pub fn throttled_replicas(current: &[Current], plan: &Plan) -> BTreeMap<String, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     Done,
-    InProgress,
+    Moving,
     /// No move in progress, but the replicas are not the planned ones (cancelled, or
     /// replaced by another reassignment).
     Differs(Vec<i32>),
@@ -240,7 +240,7 @@ pub fn verify(
                 .iter()
                 .find(|c| c.topic == p.topic && c.partition == p.partition);
             let progress = if ongoing.contains(&(p.topic.clone(), p.partition)) {
-                Progress::InProgress
+                Progress::Moving
             } else {
                 match now {
                     None => Progress::Missing,
@@ -258,7 +258,7 @@ pub fn progress_line(p: &PlannedPartition, progress: &Progress) -> String {
     let name = format!("{}-{}", p.topic, p.partition);
     match progress {
         Progress::Done => format!("Reassignment of partition {name} is completed."),
-        Progress::InProgress => format!("Reassignment of partition {name} is still in progress."),
+        Progress::Moving => format!("Reassignment of partition {name} is still in progress."),
         Progress::Differs(now) => format!(
             "There is no active reassignment of partition {name}, but replica set is {now:?} rather than {:?}.",
             p.replicas
@@ -403,7 +403,7 @@ mod tests {
         let ongoing: BTreeSet<(String, i32)> = [("t".to_owned(), 1)].into();
         let v = verify(&plan, &ongoing, &current);
         assert_eq!(v[0].1, Progress::Done);
-        assert_eq!(v[1].1, Progress::InProgress);
+        assert_eq!(v[1].1, Progress::Moving);
         assert_eq!(v[2].1, Progress::Differs(vec![1]));
         assert!(progress_line(&v[0].0, &v[0].1).ends_with("is completed."));
     }
