@@ -99,25 +99,17 @@ pub fn describe_topic(
     broker: &LogSettings,
     configs: &BTreeMap<String, String>,
 ) -> Vec<DescribedConfig> {
-    // The replication throttle's replica lists: no broker synonym, empty by default.
-    let throttles = THROTTLED_REPLICAS
-        .iter()
-        .map(|&name| match configs.get(name) {
-            Some(v) => DescribedConfig {
-                name,
-                value: v.clone(),
-                source: ConfigSource::DynamicTopic,
-                read_only: false,
-                synonyms: vec![(name, v.clone(), ConfigSource::DynamicTopic)],
-            },
-            None => DescribedConfig {
-                name,
-                value: String::new(),
-                source: ConfigSource::Default,
-                read_only: false,
-                synonyms: Vec::new(),
-            },
-        });
+    // The replication throttle's replica lists (no broker synonym), when the topic sets them.
+    let throttles = THROTTLED_REPLICAS.iter().filter_map(|&name| {
+        let v = configs.get(name)?;
+        Some(DescribedConfig {
+            name,
+            value: v.clone(),
+            source: ConfigSource::DynamicTopic,
+            read_only: false,
+            synonyms: vec![(name, v.clone(), ConfigSource::DynamicTopic)],
+        })
+    });
     let mut out: Vec<DescribedConfig> = TOPIC_CONFIGS
         .iter()
         .map(|&(name, synonym)| {
