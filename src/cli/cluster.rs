@@ -1,5 +1,6 @@
 //! `sluice cluster info`: the cluster id, the controller and every broker;
 //! `sluice cluster unregister ID`: removes a stopped broker from the cluster's registry.
+//! `sluice cluster reassign`: partition reassignment (in `reassign`).
 
 use clap::{Args, Subcommand};
 
@@ -24,6 +25,17 @@ pub enum ClusterCommand {
     ///   sluice cluster unregister 4 --bootstrap-server kafka1:9092
     #[command(verbatim_doc_comment)]
     Unregister(UnregisterArgs),
+    /// Move partition replicas between brokers (plans in Kafka's reassignment JSON).
+    ///
+    /// Examples:
+    ///   sluice cluster reassign --generate --topics orders --brokers 1,2,3 > plan.json
+    ///   sluice cluster reassign --execute --plan plan.json --throttle 10000000
+    ///   sluice cluster reassign --verify --plan plan.json --wait
+    ///   sluice cluster reassign --cancel --plan plan.json
+    ///   sluice cluster reassign --decommission 3
+    ///   sluice cluster reassign --list
+    #[command(verbatim_doc_comment)]
+    Reassign(super::reassign::ReassignArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,6 +56,7 @@ pub fn run(cmd: ClusterCommand) -> i32 {
     match cmd {
         ClusterCommand::Info(a) => common::run(info(a)),
         ClusterCommand::Unregister(a) => common::run(unregister(a)),
+        ClusterCommand::Reassign(a) => super::reassign::run(a),
     }
 }
 

@@ -10,6 +10,8 @@ mod consume;
 mod format;
 mod group;
 mod produce;
+mod reassign;
+mod reassign_plan;
 mod topic;
 mod tune;
 mod txn;

@@ -316,6 +316,11 @@ fn code_info(code: i16) -> (&'static str, &'static str, bool) {
             "the offset is not available yet",
             true,
         ),
+        85 => (
+            "NO_REASSIGNMENT_IN_PROGRESS",
+            "no reassignment of the partition is in progress",
+            false,
+        ),
         87 => (
             "INVALID_RECORD",
             "the broker refused a record as invalid",

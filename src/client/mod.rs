@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod murmur2;
 mod notify;
 pub mod producer;
+pub mod reassign_admin;
 pub mod retry;
 mod rng;
 pub mod txn_admin;

@@ -26,6 +26,11 @@ pub const CLIENT_RANGES: &[(ApiKey, Range)] = &[
     (ApiKey::UnregisterBroker, Range { min: 0, max: 0 }),
     (ApiKey::DescribeConfigs, Range { min: 1, max: 4 }),
     (ApiKey::IncrementalAlterConfigs, Range { min: 0, max: 1 }),
+    (
+        ApiKey::AlterPartitionReassignments,
+        Range { min: 0, max: 0 },
+    ),
+    (ApiKey::ListPartitionReassignments, Range { min: 0, max: 0 }),
     (ApiKey::FindCoordinator, Range { min: 0, max: 4 }),
     (ApiKey::JoinGroup, Range { min: 1, max: 7 }),
     (ApiKey::SyncGroup, Range { min: 0, max: 5 }),

@@ -361,6 +361,11 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// Kafka `leader.imbalance.check.interval.seconds`.
     pub leader_imbalance_check_interval_seconds: u64,
+    /// Kafka `leader.replication.throttled.rate` / `follower.replication.throttled.rate`
+    /// (bytes/s for the whole broker, for the replicas the topics name as throttled); a
+    /// dynamic broker config (IncrementalAlterConfigs) overrides them.
+    pub leader_replication_throttled_rate: u64,
+    pub follower_replication_throttled_rate: u64,
 }
 
 /// One controller voter: its node id and controller address.
@@ -476,6 +481,8 @@ pub struct ConfigFile {
     pub broker_session_timeout_ms: Option<u64>,
     pub auto_leader_rebalance_enable: Option<bool>,
     pub leader_imbalance_check_interval_seconds: Option<u64>,
+    pub leader_replication_throttled_rate: Option<u64>,
+    pub follower_replication_throttled_rate: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -596,7 +603,9 @@ impl ConfigFile {
             broker_heartbeat_interval_ms,
             broker_session_timeout_ms,
             auto_leader_rebalance_enable,
-            leader_imbalance_check_interval_seconds
+            leader_imbalance_check_interval_seconds,
+            leader_replication_throttled_rate,
+            follower_replication_throttled_rate
         )
     }
 
@@ -783,6 +792,12 @@ impl ConfigFile {
             leader_imbalance_check_interval_seconds: self
                 .leader_imbalance_check_interval_seconds
                 .unwrap_or(300),
+            leader_replication_throttled_rate: self
+                .leader_replication_throttled_rate
+                .unwrap_or(i64::MAX as u64),
+            follower_replication_throttled_rate: self
+                .follower_replication_throttled_rate
+                .unwrap_or(i64::MAX as u64),
         };
         check(
             "leader_imbalance_check_interval_seconds",

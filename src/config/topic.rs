@@ -23,6 +23,7 @@ pub struct InvalidConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
     StaticBroker = 4,
     Default = 5,
 }
@@ -98,7 +99,18 @@ pub fn describe_topic(
     broker: &LogSettings,
     configs: &BTreeMap<String, String>,
 ) -> Vec<DescribedConfig> {
-    TOPIC_CONFIGS
+    // The replication throttle's replica lists (no broker synonym), when the topic sets them.
+    let throttles = THROTTLED_REPLICAS.iter().filter_map(|&name| {
+        let v = configs.get(name)?;
+        Some(DescribedConfig {
+            name,
+            value: v.clone(),
+            source: ConfigSource::DynamicTopic,
+            read_only: false,
+            synonyms: vec![(name, v.clone(), ConfigSource::DynamicTopic)],
+        })
+    });
+    let mut out: Vec<DescribedConfig> = TOPIC_CONFIGS
         .iter()
         .map(|&(name, synonym)| {
             let default = (synonym, broker_value(broker, name), ConfigSource::Default);
@@ -119,8 +131,17 @@ pub fn describe_topic(
                 },
             }
         })
-        .collect()
+        .chain(throttles)
+        .collect();
+    out.sort_by_key(|c| c.name);
+    out
 }
+
+/// Topic configs naming the replicas the replication throttle applies to.
+const THROTTLED_REPLICAS: &[&str] = &[
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+];
 
 /// The broker's log cleaner settings (broker-wide, no topic-level name): Kafka's name, value.
 fn cleaner_configs(broker: &LogSettings) -> [(&'static str, String); 3] {

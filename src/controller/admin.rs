@@ -1,6 +1,7 @@
 //! Topic changes after creation: configs (AlterConfigs replaces a topic's set,
 //! IncrementalAlterConfigs edits it), added partitions (CreatePartitions, increase only) and
-//! leader elections (ElectLeaders, preferred or unclean). Each is checked by Kafka's rules,
+//! leader elections (ElectLeaders, preferred or unclean) and partition reassignments
+//! (AlterPartitionReassignments, through `reassign`). Each is checked by Kafka's rules,
 //! committed as one metadata record per change and published once.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::snapshot::TopicInfo;
-use super::{election, placement, validate, Controller, MetadataRecord};
+use super::{election, placement, reassign, validate, Controller, MetadataRecord};
 use crate::base::{KafkaCode, KafkaError};
 
 /// IncrementalAlterConfigs operations (Kafka's `AlterConfigOp.OpType` ids).
@@ -59,6 +60,11 @@ pub enum AdminOp {
         unclean: bool,
         partitions: Vec<(String, i32)>,
     },
+    /// AlterPartitionReassignments: (topic, partition, target replicas); `None` cancels
+    /// the partition's reassignment in progress. One result per move, named by its topic.
+    Reassign {
+        moves: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
 }
 
 impl AdminOp {
@@ -72,6 +78,7 @@ impl AdminOp {
             AdminOp::ElectLeaders { partitions, .. } => {
                 partitions.iter().map(|p| p.0.clone()).collect()
             }
+            AdminOp::Reassign { moves } => moves.iter().map(|m| m.0.clone()).collect(),
         }
     }
 
@@ -79,7 +86,7 @@ impl AdminOp {
         match self {
             AdminOp::AlterConfigs { validate_only, .. }
             | AdminOp::CreatePartitions { validate_only, .. } => *validate_only,
-            AdminOp::ElectLeaders { .. } => false,
+            AdminOp::ElectLeaders { .. } | AdminOp::Reassign { .. } => false,
         }
     }
 }
@@ -183,6 +190,7 @@ impl Controller {
                 unclean,
                 partitions,
             } => self.elect_leaders(unclean, partitions).await,
+            AdminOp::Reassign { moves } => self.reassign(moves).await,
         };
         drop(guard);
         if changed {
@@ -308,6 +316,30 @@ impl Controller {
             replica_shards: placed.replica_shards,
         })
         .await
+    }
+}
+
+impl Controller {
+    /// Starts or cancels each move in turn, each against the snapshot the one before left.
+    async fn reassign(&self, moves: Vec<(String, i32, Option<Vec<i32>>)>) -> (AdminResults, bool) {
+        let _guard = self.changes.lock().await;
+        let mut changed = false;
+        let mut results = Vec::with_capacity(moves.len());
+        for (topic, partition, target) in moves {
+            let snap = self.snapshot();
+            let record = match &target {
+                Some(target) => reassign::start(&snap, &topic, partition, target),
+                None => reassign::cancel(&snap, &topic, partition).map(Some),
+            };
+            let result = match record {
+                Ok(Some(record)) => self.commit(record).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            changed |= result.is_ok();
+            results.push((topic, result));
+        }
+        (results, changed)
     }
 }
 

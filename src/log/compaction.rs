@@ -31,12 +31,10 @@
 //! a pass yields the disk to produce traffic. A pass holds the log's maintenance lock, so it
 //! never overlaps retention deleting segments.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use super::checkpoint;
 use super::index::SegmentIndex;
@@ -47,7 +45,7 @@ use crate::base::limits::RECOVERY_READ_CHUNK;
 use crate::config::LogSettings;
 use crate::protocol::batch::{self, BatchHeader};
 use crate::protocol::rewrite::{self, DecodedBatch, Rebuild, Record};
-use crate::runtime::{self, DmaFile};
+use crate::runtime::{self, DmaFile, Throttle};
 
 /// Memory one map entry costs: a 16-byte digest, an 8-byte offset and the hash table's
 /// control bytes and spare room.
@@ -140,39 +138,6 @@ fn digest(key: &[u8]) -> u128 {
         h.finish()
     };
     (u128::from(half(0x5a)) << 64) | u128::from(half(0xa5))
-}
-
-/// Paces the cleaner's I/O to a byte rate.
-struct Throttle {
-    rate: f64,
-    started: Instant,
-    bytes: Cell<f64>,
-}
-
-impl Throttle {
-    fn new(bytes_per_second: f64) -> Self {
-        Self {
-            rate: bytes_per_second,
-            started: Instant::now(),
-            bytes: Cell::new(0.0),
-        }
-    }
-
-    /// Counts `n` bytes of I/O and sleeps for as long as the pass is ahead of its rate.
-    async fn take(&self, n: u64) {
-        self.bytes.set(self.bytes.get() + n as f64);
-        if !(self.rate > 0.0 && self.rate.is_finite()) {
-            runtime::yield_now().await;
-            return;
-        }
-        let due = Duration::from_secs_f64(self.bytes.get() / self.rate);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            runtime::timeout(due - elapsed, futures::future::pending::<()>()).await;
-        } else {
-            runtime::yield_now().await;
-        }
-    }
 }
 
 /// A cleanable segment as the pass sees it.

@@ -228,6 +228,15 @@ impl Partition {
         rx
     }
 
+    /// This replica stops serving (closed, or its replica left this broker): it no longer
+    /// leads, so acks=all produces waiting on its HW are answered NOT_LEADER_OR_FOLLOWER at
+    /// once instead of when their timeout runs out.
+    pub(super) fn retire(&self) {
+        *self.replica.borrow_mut() = ReplicaRole::Follower { leader: -1 };
+        self.durable_watch.borrow_mut().take();
+        self.wake_hw_waiters();
+    }
+
     pub(super) fn wake_hw_waiters(&self) {
         let waiters = std::mem::take(&mut *self.hw_waiters.borrow_mut());
         for w in waiters {

@@ -606,8 +606,7 @@ impl Partition {
 
     /// Flushes the log, then writes a snapshot at its end so a clean restart replays nothing.
     pub async fn close(&self) -> Result<(), KafkaError> {
-        self.durable_watch.borrow_mut().take();
-        self.wake_hw_waiters();
+        self.retire();
         self.log.close().await.map_err(storage_error)?;
         self.snapshots_written().await;
         let snapshot = self
@@ -679,6 +678,7 @@ impl Partition {
     }
 
     pub async fn delete(&self) -> Result<(), KafkaError> {
+        self.retire();
         self.log.delete().await.map_err(storage_error)
     }
 }

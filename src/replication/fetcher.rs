@@ -8,10 +8,14 @@
 //!
 //! A partition fetches only once it is reconciled with the leader in its current leader
 //! epoch ([`truncation`]): its divergent tail, if any, is cut first.
+//!
+//! Each fetcher paces the partitions the topics name in `follower.replication.throttled.replicas`
+//! to its share of the broker's `follower.replication.throttled.rate` ([`super::throttle`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -23,8 +27,9 @@ use crate::base::{KafkaCode, TopicPartition};
 use crate::client::conn::{ConnectOptions, Connection};
 use crate::partition::Partition;
 use crate::router::Router;
-use crate::runtime::{self, Task};
+use crate::runtime::{self, Task, Throttle};
 
+use super::throttle::{self, ThrottleRates};
 use super::truncation::{self, Reconciled};
 
 /// How long the leader may hold a replica fetch with nothing new (Kafka's
@@ -49,7 +54,7 @@ struct Fetcher {
 }
 
 /// Keeps one fetcher per leader this shard follows, updated at every role change.
-pub async fn manage(router: Weak<Router>) {
+pub async fn manage(router: Weak<Router>, rates: Arc<ThrottleRates>) {
     let mut fetchers: BTreeMap<i32, Fetcher> = BTreeMap::new();
     loop {
         let changed = {
@@ -59,7 +64,12 @@ pub async fn manage(router: Weak<Router>) {
             for (leader, parts) in want {
                 let f = fetchers.entry(leader).or_insert_with(|| {
                     let partitions: Followed = Rc::default();
-                    let task = runtime::spawn(run(router.clone(), leader, partitions.clone()));
+                    let task = runtime::spawn(run(
+                        router.clone(),
+                        leader,
+                        partitions.clone(),
+                        rates.clone(),
+                    ));
                     Fetcher {
                         partitions,
                         _task: task,
@@ -87,12 +97,21 @@ fn followed_by_leader(router: &Router) -> BTreeMap<i32, Vec<Rc<Partition>>> {
 }
 
 /// One fetcher's loop: fetch, append, repeat; back off and reconnect on errors.
-async fn run(router: Weak<Router>, leader: i32, partitions: Followed) {
+async fn run(router: Weak<Router>, leader: i32, partitions: Followed, rates: Arc<ThrottleRates>) {
     let mut conn: Option<Connection> = None;
     let mut reconciled = Reconciled::new();
     let mut backoff = BACKOFF_MIN;
+    let throttle = Throttle::new(f64::INFINITY);
     loop {
-        let outcome = fetch_round(&router, leader, &partitions, &mut conn, &mut reconciled).await;
+        if let Some(r) = router.upgrade() {
+            throttle.set_rate(share_of(rates.follower(), r.shard_count()));
+        }
+        let mut round = Round {
+            conn: &mut conn,
+            reconciled: &mut reconciled,
+            throttle: &throttle,
+        };
+        let outcome = fetch_round(&router, leader, &partitions, &mut round).await;
         match outcome {
             Ok(()) => backoff = BACKOFF_MIN,
             Err(reason) => {
@@ -107,14 +126,38 @@ async fn run(router: Weak<Router>, leader: i32, partitions: Followed) {
     }
 }
 
-/// One Fetch to the leader for every partition still following it.
+/// A shard's share of the broker's rate (bytes/s; infinite when unlimited).
+fn share_of(rate: u64, shards: usize) -> f64 {
+    if rate >= throttle::UNLIMITED {
+        return f64::INFINITY;
+    }
+    rate as f64 / shards.max(1) as f64
+}
+
+/// What a fetcher keeps from one round to the next.
+struct Round<'a> {
+    conn: &'a mut Option<Connection>,
+    reconciled: &'a mut Reconciled,
+    throttle: &'a Throttle,
+}
+
+/// Whether the topic throttles this broker's replica of `p` (as a follower).
+fn throttled(router: &Router, p: &Partition, local: i32) -> bool {
+    router
+        .local_shard()
+        .topic_config(&p.tp.topic, throttle::FOLLOWER_REPLICAS)
+        .is_some_and(|list| throttle::names_replica(&list, p.tp.partition, local))
+}
+
+/// One Fetch to the leader for every partition still following it (the throttled ones
+/// left out while the fetcher is over its rate).
 async fn fetch_round(
     router: &Weak<Router>,
     leader: i32,
     partitions: &Followed,
-    conn: &mut Option<Connection>,
-    reconciled: &mut Reconciled,
+    round: &mut Round<'_>,
 ) -> Result<(), String> {
+    let (conn, reconciled) = (&mut *round.conn, &mut *round.reconciled);
     let (addr, local) = {
         let r = router.upgrade().ok_or("shutting down")?;
         let snap = r.snapshot();
@@ -147,6 +190,28 @@ async fn fetch_round(
     if active.is_empty() {
         return Err("no partition is reconciled with the leader yet".into());
     }
+    let held: Vec<TopicPartition> = {
+        let r = router.upgrade().ok_or("shutting down")?;
+        active
+            .iter()
+            .filter(|p| throttled(&r, p, local))
+            .map(|p| p.tp.clone())
+            .collect()
+    };
+    let wait = round.throttle.delay();
+    let active: Vec<Rc<Partition>> = if wait.is_zero() {
+        active
+    } else {
+        active
+            .into_iter()
+            .filter(|p| !held.contains(&p.tp))
+            .collect()
+    };
+    if active.is_empty() {
+        // Only throttled partitions, over the rate: wait until back under it.
+        runtime::sleep(wait).await;
+        return Ok(());
+    }
     let version = c
         .version(ApiKey::Fetch)
         .map_err(|e| e.to_string())?
@@ -170,6 +235,9 @@ async fn fetch_round(
                 continue;
             }
             if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
+                if held.contains(&tp) {
+                    round.throttle.record(records.len() as u64);
+                }
                 match p.append_replicated(records) {
                     Ok(appended) => written.push((p.clone(), appended)),
                     Err(e) => {

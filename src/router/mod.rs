@@ -247,9 +247,14 @@ impl Router {
                     })
             })
             .collect();
+        // A partition this broker still holds (on another shard) is stopped; one whose
+        // replica left this broker (a reassignment) or whose topic is gone is deleted.
         let exists = |tp: &TopicPartition, id: &[u8; 16]| {
             snapshot.topics.get(&tp.topic).is_some_and(|t| {
-                t.topic_id == *id && snapshot.partition(&tp.topic, tp.partition).is_some()
+                t.topic_id == *id
+                    && snapshot
+                        .partition(&tp.topic, tp.partition)
+                        .is_some_and(|p| p.local_replica())
             })
         };
         let desired = Desired {
@@ -632,7 +637,7 @@ impl Router {
         })
     }
 
-    /// Runs a topic change (configs, partitions) through the controller (on shard 0).
+    /// Runs a topic change (configs, partitions, reassignments) through the controller (on shard 0).
     pub async fn admin(&self, op: AdminOp) -> AdminResults {
         let controller = self.controller.borrow().clone();
         if let Some(c) = controller {

@@ -11,6 +11,7 @@ mod home_waker;
 mod hooked_buf;
 mod mesh;
 mod queues;
+mod throttle;
 
 pub use alloc::HugeAwareAllocator;
 pub use dirlock::DirLock;
@@ -18,6 +19,7 @@ pub use executor::{run_shards, run_shards_spinning, ShardHandle};
 pub use hooked_buf::{HookedBytesMut, PutSliceHook};
 pub use mesh::{Mesh, MeshReceivers, MeshSenders};
 pub use queues::{install_task_queues, spawn_in, task_queue_shares, TaskClass};
+pub use throttle::Throttle;
 
 pub use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 pub use glommio::net::{TcpListener, TcpStream};

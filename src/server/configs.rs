@@ -1,6 +1,8 @@
 //! Topic configuration and lifecycle APIs: DescribeConfigs (topics and the broker, with
 //! Kafka's names, values, sources and synonyms), AlterConfigs and IncrementalAlterConfigs
-//! (topics; the broker's configs are static, read from its config file), CreatePartitions
+//! (topics; the broker's configs are static, read from its config file, except the
+//! replication throttle rates, which IncrementalAlterConfigs on this broker's BROKER resource
+//! sets for this process: see `replication::throttle`), CreatePartitions
 //! (increase only) and DeleteRecords. Values are checked by `config::topic` rules in the
 //! controller; a bad one is refused with INVALID_CONFIG and Kafka's message.
 
@@ -26,6 +28,7 @@ use super::handlers::Handlers;
 use crate::base::{KafkaCode, KafkaError, TopicPartition};
 use crate::config::{self, DescribedConfig};
 use crate::controller::{AdminOp, AdminResults, ConfigChange, ConfigOp};
+use crate::replication::throttle::{ThrottleRates, FOLLOWER_RATE, LEADER_RATE};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -97,10 +100,13 @@ impl Handlers {
                 RESOURCE_BROKER
                     if r.resource_name.is_empty() || r.resource_name.as_str() == node_id =>
                 {
-                    Ok(config::describe_broker(
+                    let mut all = config::describe_broker(
                         &self.settings.log,
                         self.settings.log.max_message_bytes,
-                    ))
+                    );
+                    all.extend(self.throttle_configs());
+                    all.sort_by_key(|c| c.name);
+                    Ok(all)
                 }
                 RESOURCE_BROKER => Err(fail(
                     KafkaCode::InvalidRequest,
@@ -154,6 +160,9 @@ impl Handlers {
                         .next()
                         .map_or(Err(KafkaCode::UnknownServerError.into()), |r| r.1),
                     (_, Err(e)) => Err(e),
+                    (RESOURCE_BROKER, Ok(ConfigChange::Incremental(ops))) => {
+                        self.alter_broker(name.as_str(), &ops, validate_only)
+                    }
                     (other, Ok(_)) => Err(not_alterable(other)),
                 };
                 (t, name, result)
@@ -214,7 +223,7 @@ impl Handlers {
                     })
                     .collect();
                 let change = match r.resource_type {
-                    RESOURCE_TOPIC => ops.map(ConfigChange::Incremental),
+                    RESOURCE_TOPIC | RESOURCE_BROKER => ops.map(ConfigChange::Incremental),
                     other => Err(not_alterable(other)),
                 };
                 (r.resource_type, r.resource_name, change)
@@ -232,6 +241,71 @@ impl Handlers {
             resp.responses.push(out);
         }
         ResponseKind::IncrementalAlterConfigs(resp)
+    }
+
+    /// The throttle rates as DescribeConfigs shows them (dynamic once set at run time).
+    fn throttle_configs(&self) -> Vec<DescribedConfig> {
+        let rates = &self.settings.throttle_rates;
+        [
+            (LEADER_RATE, rates.leader()),
+            (FOLLOWER_RATE, rates.follower()),
+        ]
+        .into_iter()
+        .map(|(name, value)| {
+            let source = if rates.is_dynamic(name) {
+                config::ConfigSource::DynamicBroker
+            } else {
+                config::ConfigSource::StaticBroker
+            };
+            DescribedConfig {
+                name,
+                value: value.to_string(),
+                source,
+                read_only: false,
+                synonyms: vec![(name, value.to_string(), source)],
+            }
+        })
+        .collect()
+    }
+
+    /// IncrementalAlterConfigs on this broker: only the throttle rates change (SET or
+    /// DELETE); every op is checked before any applies.
+    fn alter_broker(
+        &self,
+        name: &str,
+        ops: &[(String, ConfigOp, Option<String>)],
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        if name != self.router.snapshot().local_node.to_string() {
+            return Err(fail(
+                KafkaCode::InvalidRequest,
+                "Unexpected broker id, expected this broker's node id",
+            ));
+        }
+        let mut checked = Vec::with_capacity(ops.len());
+        for (config, op, value) in ops {
+            let value = match op {
+                ConfigOp::Set => value.as_deref(),
+                ConfigOp::Delete => None,
+                ConfigOp::Append | ConfigOp::Subtract => {
+                    return Err(fail(
+                        KafkaCode::InvalidConfig,
+                        &format!(
+                            "Config value append/subtract is not allowed for config key: {config}"
+                        ),
+                    ))
+                }
+            };
+            let parsed = ThrottleRates::check(config, value)
+                .map_err(|m| fail(KafkaCode::InvalidConfig, &m))?;
+            checked.push((config.as_str(), parsed));
+        }
+        if !validate_only {
+            for (config, value) in checked {
+                self.settings.throttle_rates.set(config, value);
+            }
+        }
+        Ok(())
     }
 
     pub async fn create_partitions(&self, req: CreatePartitionsRequest) -> ResponseKind {

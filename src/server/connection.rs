@@ -266,6 +266,8 @@ async fn run_request(
         RequestKind::CreatePartitions(r) => h.create_partitions(r).await,
         RequestKind::DeleteRecords(r) => h.delete_records(r).await,
         RequestKind::ElectLeaders(r) => h.elect_leaders(r).await,
+        RequestKind::AlterPartitionReassignments(r) => h.alter_partition_reassignments(r).await,
+        RequestKind::ListPartitionReassignments(r) => h.list_partition_reassignments(&r),
         RequestKind::FindCoordinator(r) => h.find_coordinator(r, version, &h.groups).await,
         RequestKind::JoinGroup(r) => h.join_group(r, version, client.id, client.host).await,
         RequestKind::SyncGroup(r) => h.sync_group(r, version).await,

@@ -44,6 +44,8 @@ pub struct HandlerSettings {
     /// The broker's `fetch.max.bytes`: no fetch answer carries more record bytes, whatever
     /// the request asks (the first batch excepted, as in Kafka).
     pub fetch_max_bytes: usize,
+    /// The replication throttle's rates (IncrementalAlterConfigs on this broker sets them).
+    pub throttle_rates: std::sync::Arc<crate::replication::throttle::ThrottleRates>,
 }
 
 pub struct Handlers {

@@ -9,6 +9,7 @@ mod connection;
 mod groups;
 mod handlers;
 mod membership;
+mod reassign;
 mod replica;
 mod txn;
 
@@ -65,6 +66,8 @@ struct ShardContext {
     serving: Arc<AtomicBool>,
     /// Client connections open on every shard (bounded by `max_connections`).
     connections: Arc<AtomicUsize>,
+    /// The replication throttle's rates (static, or set at run time on any shard).
+    throttle_rates: Arc<crate::replication::throttle::ThrottleRates>,
 }
 
 /// Runs a broker until SIGINT or SIGTERM, then shuts it down cleanly.
@@ -86,6 +89,10 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         control_txs.push(tx);
         control_rxs.push(Some(rx));
     }
+    let throttle_rates = Arc::new(crate::replication::throttle::ThrottleRates::new(
+        config.leader_replication_throttled_rate,
+        config.follower_replication_throttled_rate,
+    ));
     let ctx = ShardContext {
         config: Arc::new(config),
         listen,
@@ -96,6 +103,7 @@ pub fn run(config: BrokerConfig) -> anyhow::Result<()> {
         admin_listen,
         serving: serving.clone(),
         connections: Arc::new(AtomicUsize::new(0)),
+        throttle_rates,
     };
     // The signal handler is installed before any shard starts, so no signal is missed.
     let mut signals = signal_hook::iterator::Signals::new([
@@ -272,7 +280,11 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
     first_snapshot
         .await
         .context("no metadata snapshot arrived")?;
-    crate::replication::install(&router, config.replica_lag_time_max_ms);
+    crate::replication::install(
+        &router,
+        config.replica_lag_time_max_ms,
+        ctx.throttle_rates.clone(),
+    );
     let group_config = group_settings(config);
     crate::group::install(router.clone(), &group_config).await;
     let txn_config = txn_settings(config);
@@ -287,6 +299,7 @@ async fn start_shard(i: usize, ctx: &ShardContext) -> anyhow::Result<RunningShar
             default_replication_factor: config.default_replication_factor,
             log: config.log.clone(),
             fetch_max_bytes: config.fetch_max_bytes,
+            throttle_rates: ctx.throttle_rates.clone(),
         },
         groups: group_config,
         txn: txn_config,

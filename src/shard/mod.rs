@@ -604,6 +604,11 @@ impl Shard {
         }
     }
 
+    /// One config a topic sets itself (none: the topic does not set it).
+    pub fn topic_config(&self, topic: &str, name: &str) -> Option<String> {
+        self.topic_configs.borrow().1.get(topic)?.get(name).cloned()
+    }
+
     /// The broker's log settings with the partition's topic configs over them (the
     /// controller checked them; a value that does not parse leaves the broker's settings).
     fn settings_of(&self, tp: &TopicPartition) -> LogSettings {

@@ -59,9 +59,10 @@ pub enum Transition {
         tp: TopicPartition,
         placement: Placement,
     },
-    /// The partition moved elsewhere: close it, keep its data.
+    /// The partition moved to another shard of this broker: close it, keep its data.
     Stop { tp: TopicPartition },
-    /// The partition's topic is gone (or was re-created with a new id): close and remove it.
+    /// The partition's topic is gone (or was re-created with a new id), or its replica left
+    /// this broker (a reassignment): close and remove it.
     Delete { tp: TopicPartition },
     /// Same log, new role, leader epoch or ISR (the replication fetchers and the ISR
     /// tracking react to it).
@@ -72,7 +73,7 @@ pub enum Transition {
 }
 
 /// The metadata a shard should reflect: its own partitions, and a way to tell whether a
-/// partition it stops running still exists somewhere (stop) or not at all (delete).
+/// partition it stops running still has a replica on this broker (stop) or not (delete).
 pub struct Desired<'a> {
     pub version: u64,
     pub here: BTreeMap<TopicPartition, Placement>,

@@ -11,9 +11,9 @@ What this host cannot do, and what stands in for it:
   its restart) runs its readiness and in-sync checks against that broker.
 - `sluice tune apply` would change the shared host: the role runs with sluice_os_tuning=check.
 - No system user is created (sluice_user=root): the test host's /etc/passwd is left alone.
-- The multi-broker playbooks need the cluster issue: add_broker.yml is only linted, and
-  decommission.yml must stop, changing nothing, because the binary has no
-  `sluice cluster reassign` yet.
+- The multi-broker playbooks need more than one broker: add_broker.yml is only linted, and
+  decommission.yml runs `sluice cluster reassign --decommission`, which must refuse to move
+  the replicas of the only broker (nowhere to go), so the play stops with the broker running.
 
 Needs root (network namespace, nftables) and the venv target/ansible-venv with ansible-core
 and ansible-lint, which tests/run.sh installs.
@@ -138,10 +138,11 @@ def test_site_brings_up_a_broker_that_serves_produce_and_consume(deployed):
         assert connect_from(ns, "127.0.0.2") == "ConnectionRefusedError"
         assert f'include "{tmp}/nftables.d/sluice.nft"' in (tmp / "nftables.conf").read_text()
 
-        # Without partition reassignment (the cluster issue) decommission stops, changing nothing.
+        # The only broker cannot be decommissioned: its replicas have nowhere to go, so the
+        # move fails and the play stops before stopping the broker.
         out = playbook(ns, inv, "decommission.yml", expect_ok=False)
-        assert "has no `sluice cluster reassign`" in out, out[-3000:]
-        assert recap(out)["changed"] == 0 and broker.poll() is None
+        assert "is the only live broker: there is nowhere to move its replicas" in out, out[-3000:]
+        assert recap(out)["failed"] == 1 and broker.poll() is None
 
         # A second site.yml changes nothing on a host that is already as described.
         again = playbook(ns, inv, "site.yml", "--skip-tags", "systemd,ready")

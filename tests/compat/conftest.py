@@ -31,6 +31,11 @@ broker_factory = _fixtures.broker_factory
 _release_clients = _fixtures._release_clients
 pytest_runtest_makereport = _fixtures.pytest_runtest_makereport
 pytest_report_header = _fixtures.pytest_report_header
+# What tests/clients/cluster.py takes from "conftest", for multi-broker checks.
+SLUICE_BIN = _fixtures.SLUICE_BIN
+Broker = _fixtures.Broker
+_teardown = _fixtures._teardown
+_track = _fixtures._track
 
 import clients  # noqa: E402  (needs the path set above)
 
