@@ -321,8 +321,8 @@ impl Controller {
 
 impl Controller {
     /// Starts or cancels each move in turn, each against the snapshot the one before left.
+    /// Callers (`run_admin`) hold `changes`.
     async fn reassign(&self, moves: Vec<(String, i32, Option<Vec<i32>>)>) -> (AdminResults, bool) {
-        let _guard = self.changes.lock().await;
         let mut changed = false;
         let mut results = Vec::with_capacity(moves.len());
         for (topic, partition, target) in moves {
