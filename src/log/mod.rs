@@ -23,6 +23,15 @@
 //! pending, so a single batch larger than the bound still goes through. The tail cache holds
 //! every pending batch plus at most `tail_cache_bytes` of durable ones.
 //!
+//! Copies: an appended batch is stored as a copy of its 61-byte header (where the offsets,
+//! the leader epoch and a LogAppendTime are written) followed by the producer's bytes after
+//! the header, which stay in the request's buffer, uncopied (`base::Records`). The flusher
+//! copies both into the O_DIRECT buffer (the one user-space copy of record bytes), and reads
+//! from the tail cache hand out the same pieces. The price: a cached batch keeps the read
+//! buffer it arrived in (up to 64 KiB, shared with its neighbours) alive until it leaves the
+//! cache, so the cache's real footprint can exceed `tail_cache_bytes` for partitions with
+//! small, sparse batches.
+//!
 //! Clean shutdown: [`Log::close`] seals the active segment, writes its index files and then a
 //! clean-shutdown marker; the next open trusts that segment instead of re-reading it. After a
 //! crash there is no marker and the active segment is scanned.

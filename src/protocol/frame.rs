@@ -128,13 +128,6 @@ impl FrameReader {
     }
 }
 
-/// Prepends the 4-byte length to an encoded response body.
-pub fn frame_response(body: &[u8], out: &mut BytesMut) {
-    out.reserve(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(body);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
