@@ -345,6 +345,51 @@ mod tests {
         });
     }
 
+    /// Every admin op runs under the change lock `run_admin` holds: none may take it again.
+    #[test]
+    fn every_admin_op_completes_on_the_leader() {
+        use crate::controller::{AdminOp, ConfigChange, NewTopic};
+        let dir = tempfile::tempdir().unwrap();
+        runtime::block_on(async {
+            let c = lone_voter(dir.path()).await;
+            let epoch = c.register_broker(registration(1), 1).await.unwrap();
+            c.broker_heartbeat(1, epoch).await.unwrap();
+            let topic = NewTopic {
+                name: "t".into(),
+                num_partitions: 1,
+                replication_factor: 1,
+                configs: Default::default(),
+            };
+            let created = c.create_topics(vec![topic], false).await;
+            assert!(created[0].result.is_ok(), "{:?}", created[0].result);
+            let ops = [
+                AdminOp::AlterConfigs {
+                    changes: vec![("t".into(), ConfigChange::Replace(Default::default()))],
+                    validate_only: false,
+                },
+                AdminOp::CreatePartitions {
+                    topics: vec![("t".into(), 2)],
+                    validate_only: false,
+                },
+                AdminOp::ElectLeaders {
+                    unclean: false,
+                    partitions: vec![("t".into(), 0)],
+                },
+                AdminOp::Reassign {
+                    moves: vec![("t".into(), 0, None)],
+                },
+            ];
+            for op in ops {
+                let what = format!("{op:?}");
+                let results = runtime::timeout(Duration::from_secs(10), c.run_admin(op))
+                    .await
+                    .unwrap_or_else(|| panic!("{what} never finished"));
+                assert_eq!(results.len(), 1, "{what}");
+            }
+            assert_eq!(c.snapshot().topics["t"].partitions.len(), 2);
+        });
+    }
+
     #[test]
     fn unregistering_removes_a_broker_and_an_unknown_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
