@@ -27,46 +27,30 @@ pub const BY_REFERENCE_MIN: usize = 8 * 1024;
 
 /// An encoded response frame (its 4-byte length first), in pieces.
 #[derive(Debug, Clone, Default)]
-pub struct ResponseFrame {
-    pieces: Vec<Bytes>,
-    len: usize,
-}
+pub struct ResponseFrame(Records);
 
 impl ResponseFrame {
     pub fn pieces(&self) -> &[Bytes] {
-        &self.pieces
+        self.0.pieces()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.is_empty()
     }
 
     /// The whole frame in one buffer (copies when in several pieces).
     pub fn to_bytes(&self) -> Bytes {
-        match self.pieces.as_slice() {
-            [one] => one.clone(),
-            many => {
-                let mut out = BytesMut::with_capacity(self.len);
-                for p in many {
-                    out.extend_from_slice(p);
-                }
-                out.freeze()
-            }
-        }
+        self.0.to_bytes()
     }
 }
 
 impl From<BytesMut> for ResponseFrame {
     fn from(frame: BytesMut) -> Self {
-        let len = frame.len();
-        Self {
-            pieces: vec![frame.freeze()],
-            len,
-        }
+        Self(Records::from(frame.freeze()))
     }
 }
 
@@ -254,8 +238,7 @@ fn finish(sink: Sink) -> ResponseFrame {
     let Passed {
         mut done, done_len, ..
     } = hook;
-    let len = done_len + buf.len();
-    let body_len = ((len - 4) as u32).to_be_bytes();
+    let body_len = ((done_len + buf.len() - 4) as u32).to_be_bytes();
     match done.first_mut() {
         Some(first) => {
             let mut head = BytesMut::from(&first[..]);
@@ -264,10 +247,12 @@ fn finish(sink: Sink) -> ResponseFrame {
         }
         None => buf[..4].copy_from_slice(&body_len),
     }
-    if !buf.is_empty() {
-        done.push(buf.freeze());
+    let mut frame = Records::new();
+    for piece in done {
+        frame.push(piece);
     }
-    ResponseFrame { pieces: done, len }
+    frame.push(buf.freeze());
+    ResponseFrame(frame)
 }
 
 impl ByteBufMut for Sink {
