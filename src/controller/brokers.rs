@@ -230,13 +230,22 @@ impl Controller {
         if records.is_empty() {
             return;
         }
-        for r in &records {
-            if let MetadataRecord::FenceBroker { node_id, epoch } = r {
-                tracing::info!(node_id, epoch, "broker session expired: fencing it");
+        let fenced: Vec<(i32, i64)> = records
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::FenceBroker { node_id, epoch } => Some((*node_id, *epoch)),
+                _ => None,
+            })
+            .collect();
+        // Logged once committed: a leader paused past its own term (SIGSTOP) wakes with
+        // stale sessions, and its fencing is refused, not done.
+        match self.commit_all(records).await {
+            Ok(()) => {
+                for (node_id, epoch) in fenced {
+                    tracing::info!(node_id, epoch, "broker session expired: fenced it");
+                }
             }
-        }
-        if let Err(e) = self.commit_all(records).await {
-            tracing::warn!(error = %e, "fencing brokers failed");
+            Err(e) => tracing::warn!(error = %e, ?fenced, "fencing brokers failed"),
         }
     }
 

@@ -21,10 +21,12 @@ pub struct Next {
 /// Which epochs a change bumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bump {
-    /// A controller decision (election, fencing, reassignment): leader epoch and partition
-    /// epoch both move, so every replica learns of it and a stale leader is fenced.
+    /// A new leader (election, fencing or shutdown of the leader, reassignment that removes
+    /// a replica): leader epoch and partition epoch both move, so every replica learns of
+    /// it and a stale leader is fenced.
     LeaderAndPartition,
-    /// The leader's own ISR change (AlterPartition): it stays leader in the same epoch.
+    /// The same leader with a new ISR or replica set (its own AlterPartition, a fenced
+    /// follower dropped from the ISR): it stays leader in the same epoch.
     PartitionOnly,
 }
 

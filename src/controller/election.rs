@@ -147,8 +147,13 @@ fn remove_broker(snap: &ClusterSnapshot, node: i32) -> Vec<MetadataRecord> {
         if !alive.is(next.leader) {
             elect(&mut next, &alive, unclean_enabled(t));
         }
-        next.changes(p)
-            .then(|| next.record(&t.name, p, Bump::LeaderAndPartition))
+        // A follower leaving the ISR does not move the leader epoch (Kafka since 3.6,
+        // KAFKA-15021): the leader keeps serving, its clients' fetches stay valid.
+        let bump = match next.leader == p.leader {
+            true => Bump::PartitionOnly,
+            false => Bump::LeaderAndPartition,
+        };
+        next.changes(p).then(|| next.record(&t.name, p, bump))
     })
 }
 

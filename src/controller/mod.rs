@@ -590,7 +590,13 @@ impl Controller {
                 };
                 let payload = serde_json::to_vec(&envelope).unwrap_or_default();
                 let left = deadline.saturating_duration_since(Instant::now());
-                match raft::transport::request(addr, &payload, left).await {
+                let sent = raft::transport::request(addr, &payload, left);
+                let known = self.controller_leader();
+                let Some(answer) = self.unless_leader_changes(known, sent).await else {
+                    tracing::debug!(leader, "controller leader changed: forwarding again");
+                    continue;
+                };
+                match answer {
                     Ok(bytes) => match serde_json::from_slice::<quorum::ReplyEnvelope>(&bytes) {
                         Ok(env) if !matches!(env.reply, ControllerReply::NotController { .. }) => {
                             let reached = status.wait_applied(env.reply.index());
@@ -618,6 +624,26 @@ impl Controller {
                 };
             }
             crate::runtime::sleep(FORWARD_RETRY).await;
+        }
+    }
+
+    /// `fut`, or None as soon as the leader this broker knows is no longer `known`: a
+    /// stopped (SIGSTOP, partitioned) leader keeps its connections open, and a request to it
+    /// would otherwise wait out its whole timeout while the new leader fences this broker
+    /// for the heartbeats it never got.
+    async fn unless_leader_changes<T>(
+        &self,
+        known: i32,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let changed = async {
+            while !self.leads() && self.controller_leader() == known {
+                crate::runtime::sleep(FORWARD_RETRY).await;
+            }
+        };
+        match futures::future::select(std::pin::pin!(fut), std::pin::pin!(changed)).await {
+            futures::future::Either::Left((out, _)) => Some(out),
+            futures::future::Either::Right(_) => None,
         }
     }
 

@@ -11,6 +11,8 @@ records the unavailability windows).
 import os
 import signal
 
+import pytest
+
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
@@ -55,11 +57,18 @@ def isr(cluster, name, node=None):
     return {p["partition"]: (p["leader"], sorted(p["isr"])) for p in t["partitions"]}
 
 
-def every_partition(cluster, name, holds, partitions=PARTITIONS):
+def every_partition(cluster, name, holds, partitions=PARTITIONS, node=None):
     """True once `name` shows all its partitions (a broker that has not applied the topic yet
     shows none, which must not count as every partition holding) and holds(leader, isr) for each."""
-    parts = isr(cluster, name)
+    parts = isr(cluster, name, node)
     return len(parts) == partitions and all(holds(leader, i) for leader, i in parts.values())
+
+
+def leaders_and_epochs(cluster, name, node):
+    """{partition: (leader, leader epoch)} from `node`'s metadata."""
+    with Connection.to(cluster.bootstrap(node)) as c:
+        t = kwire.metadata_v8(c, [name])["topics"][name]
+    return {p["partition"]: (p["leader"], p["leader_epoch"]) for p in t["partitions"]}
 
 
 def replica_log(cluster, node, name, partition, end):
@@ -100,30 +109,43 @@ def test_acks_all_leaves_every_replica_with_the_same_bytes(cluster_factory, tmp_
         assert logs[1] and logs[1] == logs[2] == logs[3], f"p{part}: replicas differ"
 
 
-def test_a_paused_broker_leaves_the_isr_and_rejoins_after_catching_up(cluster_factory, tmp_path):
+@pytest.mark.parametrize("which", ["controller-leader", "not-controller"])
+def test_a_paused_broker_leaves_the_isr_and_rejoins_after_catching_up(cluster_factory, tmp_path, which):
+    """Pausing the controller leader too: the others must elect a new one and keep
+    heartbeating to it, not wait out requests to the paused one (then the new leader fenced
+    every broker, and no ISR ever shrank)."""
     cluster = cluster_factory(n=3, extra_args=fast_failure(tmp_path))
     create_rf3(cluster, "paused")
     wait_for(lambda: every_partition(cluster, "paused", lambda _, i: i == [1, 2, 3]),
              what="every replica in sync")
-    victim = 3
+    leader = cluster.wait_leader()
+    victim = leader if which == "controller-leader" else next(n for n in (1, 2, 3) if n != leader)
+    survivor = next(n for n in (1, 2, 3) if n != victim)
+    before = leaders_and_epochs(cluster, "paused", survivor)
     pid = cluster.nodes[victim].proc.pid
     os.kill(pid, signal.SIGSTOP)
     acked = []
     try:
-        p = Producer({"bootstrap.servers": cluster.bootstrap(1), "acks": "all", "linger.ms": 5,
+        p = Producer({"bootstrap.servers": cluster.bootstrap(survivor), "acks": "all", "linger.ms": 5,
                       "message.timeout.ms": 60000})
         for i in range(300):
             p.produce("paused", value=b"v%d" % i,
                       on_delivery=lambda err, m: acked.append(m) if err is None else None)
         assert p.flush(60) == 0, "acks=all must complete once the paused broker leaves the ISR"
-        wait_for(lambda: every_partition(cluster, "paused", lambda _, i: victim not in i),
+        wait_for(lambda: every_partition(cluster, "paused", lambda _, i: victim not in i, node=survivor),
                  what=f"broker {victim} out of every ISR")
+        after = leaders_and_epochs(cluster, "paused", survivor)
+        kept = {p: le for p, le in before.items() if le[0] != victim}
+        assert {p: after[p] for p in kept} == kept, \
+            "a survivor lost a leadership: the controller fenced a broker that kept heartbeating"
     finally:
         os.kill(pid, signal.SIGCONT)
     assert len(acked) == 300
-    wait_for(lambda: every_partition(cluster, "paused", lambda _, i: i == [1, 2, 3]),
+    # Asked of a survivor: the victim's own metadata, right after SIGCONT, is still the
+    # pre-pause view with every replica in sync.
+    wait_for(lambda: every_partition(cluster, "paused", lambda _, i: i == [1, 2, 3], node=survivor),
              timeout=60, what=f"broker {victim} back in every ISR")
-    for part, (leader, _) in isr(cluster, "paused").items():
+    for part, (leader, _) in isr(cluster, "paused", survivor).items():
         end = max((m.offset() for m in acked if m.partition() == part), default=-1) + 1
         if end:
             assert replica_log(cluster, victim, "paused", part, end) == \

@@ -23,7 +23,11 @@ fn fenced_leader_is_replaced_by_the_next_in_sync_replica_in_order() {
         (2, &vec![2, 3]),
         "a fenced follower leaves the ISR"
     );
-    assert_eq!((p1.leader_epoch, p1.partition_epoch), (1, 1));
+    assert_eq!(
+        (p1.leader_epoch, p1.partition_epoch),
+        (0, 1),
+        "the same leader keeps its epoch"
+    );
 }
 
 #[test]
@@ -54,7 +58,8 @@ fn last_in_sync_replica_stays_in_the_isr_and_leads_again_when_back() {
     apply_all(&mut s, &r);
     unfence(&mut s, 1);
     let p = part(&s, "t", 0);
-    assert_eq!((p.leader, &p.isr, p.leader_epoch), (1, &vec![1], 3));
+    // epochs: 0, kept when follower 2 left, 1 leaderless, 2 led by 1 again
+    assert_eq!((p.leader, &p.isr, p.leader_epoch), (1, &vec![1], 2));
 }
 
 #[test]
