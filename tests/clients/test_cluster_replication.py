@@ -10,6 +10,7 @@ records the unavailability windows).
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -157,3 +158,70 @@ def test_leader_kills_under_load_lose_and_duplicate_nothing(cluster_factory, tmp
     windows, acks, reader = failover.run(cluster, kills=3, partitions=PARTITIONS, rate=300)
     assert len(windows) == 3
     assert reader.seen > 0 and not reader.errors
+
+
+# Sessions long enough that a short pause fences no one and shrinks no ISR.
+SLOW_SESSION_CONFIG = """\
+broker_heartbeat_interval_ms = 200
+broker_session_timeout_ms = 4000
+replica_lag_time_max_ms = 10000
+"""
+# Longer than the leader may hold a replica fetch (replica.fetch.wait.max.ms, 500 ms): after
+# it, a paused follower's last fetch has been answered and no other is in flight, so what the
+# leader appends next reaches no follower.
+FETCH_HOLD_S = 1.0
+
+
+def test_a_returning_old_leader_truncates_its_divergent_tail(cluster_factory, tmp_path):
+    """The old leader appends records (acks=1) its followers never fetch, dies, and comes back
+    after a new leader wrote other records at those offsets: it must cut its tail back with
+    OffsetForLeaderEpoch and end byte-identical to the new leader."""
+    cfg = tmp_path / "slow-session.toml"
+    cfg.write_text(SLOW_SESSION_CONFIG)
+    cluster = cluster_factory(n=3, extra_args=["--config", str(cfg)])
+    create_rf3(cluster, "diverge", partitions=1, configs={"min.insync.replicas": "2"})
+    wait_for(lambda: every_partition(cluster, "diverge", lambda _, i: i == [1, 2, 3], partitions=1),
+             what="every replica in sync")
+    old_leader = isr(cluster, "diverge")[0][0]
+    followers = [n for n in (1, 2, 3) if n != old_leader]
+
+    committed = Producer({"bootstrap.servers": cluster.bootstrap(old_leader), "acks": "all"})
+    for i in range(20):
+        committed.produce("diverge", value=b"base-%d" % i)
+    assert committed.flush(30) == 0
+
+    for n in followers:
+        os.kill(cluster.nodes[n].proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(FETCH_HOLD_S)
+        tail = Producer({"bootstrap.servers": cluster.bootstrap(old_leader), "acks": "1"})
+        acked = []
+        for i in range(30):
+            tail.produce("diverge", value=b"lost-%d" % i,
+                         on_delivery=lambda err, m: acked.append(m.offset()) if err is None else None)
+        assert tail.flush(30) == 0 and sorted(acked) == list(range(20, 50)), acked
+        cluster.kill9(old_leader)
+    finally:
+        for n in followers:
+            os.kill(cluster.nodes[n].proc.pid, signal.SIGCONT)
+
+    survivor = followers[0]
+    new_leader = wait_for(
+        lambda: (lambda l: l if l in followers else None)(isr(cluster, "diverge", survivor)[0][0]),
+        timeout=60, what="a new leader among the followers")
+    fresh = Producer({"bootstrap.servers": cluster.bootstrap(new_leader), "acks": "all"})
+    fresh_offsets = []
+    for i in range(10):
+        fresh.produce("diverge", value=b"new-%d" % i,
+                      on_delivery=lambda err, m: fresh_offsets.append(m.offset()) if err is None else None)
+    assert fresh.flush(30) == 0
+    assert sorted(fresh_offsets) == list(range(20, 30)), "the new leader never had the old tail"
+
+    cluster.restart(old_leader)
+    wait_for(lambda: every_partition(cluster, "diverge", lambda _, i: i == [1, 2, 3], partitions=1,
+                                     node=survivor),
+             timeout=60, what=f"broker {old_leader} back in the ISR")
+    leader_log = replica_log(cluster, new_leader, "diverge", 0, 30)
+    assert b"lost-" not in leader_log and b"new-9" in leader_log
+    wait_for(lambda: replica_log(cluster, old_leader, "diverge", 0, 30) == leader_log,
+             what=f"broker {old_leader}'s log equal to the new leader's")
