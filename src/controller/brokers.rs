@@ -368,6 +368,7 @@ mod tests {
                 num_partitions: 1,
                 replication_factor: 1,
                 configs: Default::default(),
+                assignments: Vec::new(),
             };
             let created = c.create_topics(vec![topic], false).await;
             assert!(created[0].result.is_ok(), "{:?}", created[0].result);

@@ -79,6 +79,10 @@ pub struct NewTopic {
     /// -1: the broker default.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// A manual assignment: the brokers of each partition in order, preferred leader first
+    /// (then `num_partitions` and `replication_factor` are -1). Empty: placed by the controller.
+    #[serde(default)]
+    pub assignments: Vec<Vec<i32>>,
 }
 
 /// The outcome of creating one topic.
@@ -313,26 +317,11 @@ impl Controller {
             ));
         }
         validate::no_collision(&t.name, snap.topics.keys())?;
-        let partitions = match t.num_partitions {
-            -1 => self.defaults.num_partitions,
-            n => n,
-        };
-        validate::partitions(partitions)?;
-        let rf = match t.replication_factor {
-            -1 => self.defaults.replication_factor,
-            n => n,
-        };
-        validate::replication_factor(rf, snap.live_brokers().count())?;
         validate::configs(&t.configs)?;
-        let placed = placement::assign(
-            &snap,
-            placement::NewPartitions {
-                first: 0,
-                count: partitions,
-                replication_factor: rf,
-            },
-            placement_random(),
-        )?;
+        let (placed, rf) = match t.assignments.is_empty() {
+            true => self.place_new_topic(&snap, t)?,
+            false => manual_placement(&snap, t)?,
+        };
         let record = MetadataRecord::CreateTopic {
             name: t.name.clone(),
             topic_id: *uuid::Uuid::new_v4().as_bytes(),
@@ -349,6 +338,34 @@ impl Controller {
         }
         self.commit(record).await?;
         Ok(self.snapshot().topics[&t.name].clone())
+    }
+
+    /// The controller's placement of `t`: its partition count and RF, or the defaults.
+    fn place_new_topic(
+        &self,
+        snap: &ClusterSnapshot,
+        t: &NewTopic,
+    ) -> Result<(placement::Assignment, i16), KafkaError> {
+        let partitions = match t.num_partitions {
+            -1 => self.defaults.num_partitions,
+            n => n,
+        };
+        validate::partitions(partitions)?;
+        let rf = match t.replication_factor {
+            -1 => self.defaults.replication_factor,
+            n => n,
+        };
+        validate::replication_factor(rf, snap.live_brokers().count())?;
+        let placed = placement::assign(
+            snap,
+            placement::NewPartitions {
+                first: 0,
+                count: partitions,
+                replication_factor: rf,
+            },
+            placement_random(),
+        )?;
+        Ok((placed, rf))
     }
 
     /// Deletes topics by name; publishes once for all of them.
@@ -701,6 +718,37 @@ fn not_controller() -> KafkaError {
         KafkaCode::NotController,
         "This is not the correct controller for this cluster.",
     )
+}
+
+/// A topic's manual assignment, checked (see [`validate::manual_assignment`]), with each
+/// replica on its broker's least loaded shard.
+fn manual_placement(
+    snap: &ClusterSnapshot,
+    t: &NewTopic,
+) -> Result<(placement::Assignment, i16), KafkaError> {
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err(KafkaError::new(
+            KafkaCode::InvalidRequest,
+            "Both numPartitions or replicationFactor and replicasAssignments were set. \
+             Both cannot be used at the same time.",
+        ));
+    }
+    let rf = validate::manual_assignment(&t.assignments, |b| snap.is_live(b))?;
+    let replica_shards = t
+        .assignments
+        .iter()
+        .map(|brokers| {
+            brokers
+                .iter()
+                .map(|&b| placement::least_loaded_shard(snap, b))
+                .collect()
+        })
+        .collect();
+    let placed = placement::Assignment {
+        replicas: t.assignments.clone(),
+        replica_shards,
+    };
+    Ok((placed, rf))
 }
 
 /// A leader's ISR change for one partition (Kafka's AlterPartition), made against the

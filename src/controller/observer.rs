@@ -561,6 +561,7 @@ mod tests {
                 num_partitions: 2,
                 replication_factor: 1,
                 configs: BTreeMap::new(),
+                assignments: Vec::new(),
             };
             let created = observer.create_topics(vec![topic], false).await;
             assert_eq!(
@@ -641,6 +642,7 @@ mod tests {
                     num_partitions: 1,
                     replication_factor: 1,
                     configs: BTreeMap::new(),
+                    assignments: Vec::new(),
                 };
                 assert!(old.create_topics(vec![t], false).await[0].result.is_ok());
             }

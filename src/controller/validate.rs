@@ -87,6 +87,49 @@ pub fn replication_factor(rf: i16, brokers: usize) -> Result<(), KafkaError> {
     Ok(())
 }
 
+/// Checks a manual replica assignment, `assignments[p]` being partition p's brokers: every
+/// partition has replicas, the same number of them, no broker twice, and every broker is
+/// registered and unfenced (Kafka also takes fenced ones when one in each partition is not;
+/// here all must be live, so each new partition's ISR is its whole replica list). Returns
+/// the replication factor.
+pub fn manual_assignment(
+    assignments: &[Vec<i32>],
+    live: impl Fn(i32) -> bool,
+) -> Result<i16, KafkaError> {
+    partitions(assignments.len() as i32)?;
+    let invalid = |m: String| KafkaError::new(KafkaCode::InvalidReplicaAssignment, m);
+    let rf = assignments[0].len();
+    for (p, brokers) in assignments.iter().enumerate() {
+        if brokers.is_empty() {
+            return Err(invalid(format!(
+                "The manual partition assignment of partition {p} is empty."
+            )));
+        }
+        if brokers.len() != rf {
+            return Err(invalid(format!(
+                "The manual partition assignment of partition {p} has {} replicas, partition 0 has {rf}: \
+                 all partitions must have the same number of replicas.",
+                brokers.len()
+            )));
+        }
+        if brokers
+            .iter()
+            .enumerate()
+            .any(|(i, b)| brokers[..i].contains(b))
+        {
+            return Err(invalid(format!(
+                "The manual partition assignment of partition {p} includes a broker twice: {brokers:?}."
+            )));
+        }
+        if let Some(b) = brokers.iter().find(|&&b| !live(b)) {
+            return Err(invalid(format!(
+                "The manual partition assignment includes broker {b}, which is not registered or is fenced."
+            )));
+        }
+    }
+    i16::try_from(rf).map_err(|_| invalid(format!("{rf} replicas per partition is too many.")))
+}
+
 /// Topic-level configs Kafka knows.
 const TOPIC_CONFIGS: &[&str] = &[
     "cleanup.policy",
@@ -197,5 +240,35 @@ mod tests {
         assert!(configs(&c).is_ok());
         c.insert("no.such".into(), "1".into());
         assert_eq!(configs(&c).unwrap_err().code, KafkaCode::InvalidConfig);
+    }
+}
+
+#[cfg(test)]
+mod manual_assignment_tests {
+    use super::*;
+
+    fn code(r: Result<i16, KafkaError>) -> KafkaCode {
+        r.unwrap_err().code
+    }
+
+    #[test]
+    fn a_manual_assignment_gives_its_replication_factor_or_kafkas_error() {
+        let live = |b: i32| (1..=3).contains(&b);
+        assert_eq!(
+            manual_assignment(&[vec![1, 2], vec![2, 3]], live).unwrap(),
+            2
+        );
+        let invalid = KafkaCode::InvalidReplicaAssignment;
+        assert_eq!(
+            code(manual_assignment(&[vec![1, 2], vec![3]], live)),
+            invalid
+        );
+        assert_eq!(code(manual_assignment(&[vec![1, 1]], live)), invalid);
+        assert_eq!(code(manual_assignment(&[vec![]], live)), invalid);
+        assert_eq!(code(manual_assignment(&[vec![1, 4]], live)), invalid);
+        assert_eq!(
+            code(manual_assignment(&[], live)),
+            KafkaCode::InvalidPartitions
+        );
     }
 }

@@ -343,6 +343,7 @@ pub async fn ensure_offsets_topic(
                     settings.offsets_replication_factor,
                 ),
                 configs,
+                assignments: Vec::new(),
             }],
             false,
         )

@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
+use super::appender::SegmentAppender;
 use super::checkpoint::{self, remove_if_present};
 use super::reader::{At, SegmentReader};
 use super::segment::{self, Segment};
@@ -204,6 +205,86 @@ impl Log {
         let appender = recovery::appender_at_end(&active).await?;
         self.state.borrow_mut().new_appender = Some(appender);
         Ok(())
+    }
+}
+
+impl Log {
+    /// Empties the log and starts it again, empty, at `offset` past its end (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose whole log ends before the leader's log
+    /// start can keep none of it and must fetch from there. An empty log may also restart
+    /// below its end: the leader's start can fall inside a batch, which comes whole, from its
+    /// base. Appends are refused ([`LogError::Truncating`]) while it runs; any other `offset`
+    /// at or below the log end is refused with [`LogError::OffsetOutOfRange`].
+    ///
+    /// Crash-safe by its order on disk: the new empty segment first (a log with a gap before
+    /// its last segment recovers as one ending at `offset`), then the log-start checkpoint,
+    /// then the old segments, oldest first.
+    pub async fn restart_at(&self, offset: i64) -> Result<(), LogError> {
+        let _maintenance = self.maintenance.lock().await;
+        {
+            let mut s = self.state.borrow_mut();
+            if let Some(reason) = &s.failed {
+                return Err(LogError::Storage(reason.clone()));
+            }
+            if s.closing {
+                return Err(LogError::Closed);
+            }
+            let empty = s.log_start == s.next_offset;
+            if offset <= s.next_offset && !(empty && offset < s.next_offset) {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    start: s.log_start,
+                    end: s.next_offset,
+                });
+            }
+            s.truncating = true;
+        }
+        let result = self.restart_quiesced(offset).await;
+        self.state.borrow_mut().truncating = false;
+        result
+    }
+
+    async fn restart_quiesced(&self, offset: i64) -> Result<(), LogError> {
+        self.wait_flushed().await;
+        if let Some(reason) = self.state.borrow().failed.clone() {
+            return Err(LogError::Storage(reason));
+        }
+        let dir = self.dir.clone();
+        let file = Rc::new(runtime::open_dma_rw(&segment::log_path(&dir, offset)).await?);
+        runtime::off_reactor(move || checkpoint::sync_dir(&dir)).await?;
+        let old = self.restart_in_memory(offset, file.clone());
+        self.state.borrow_mut().new_appender =
+            Some(SegmentAppender::new(offset, file, 0, Vec::new()));
+        let dir = self.dir.clone();
+        let on_disk = runtime::off_reactor(move || {
+            checkpoint::write_log_start(&dir, offset)?;
+            for base in old {
+                for path in segment::files_of(&dir, base) {
+                    remove_if_present(&path)?;
+                }
+            }
+            checkpoint::sync_dir(&dir)
+        })
+        .await;
+        if let Err(e) = on_disk {
+            self.fail(format!("restarting the log at {offset} failed: {e}"));
+            return Err(e.into());
+        }
+        tracing::info!(dir = %self.dir.display(), offset, "log emptied and restarted");
+        Ok(())
+    }
+
+    /// Replaces every segment with an empty one at `offset`; returns the old segments' bases.
+    fn restart_in_memory(&self, offset: i64, file: Rc<DmaFile>) -> Vec<i64> {
+        let mut s = self.state.borrow_mut();
+        let mut active = Segment::new(offset);
+        active.file = Some(file);
+        let old = std::mem::replace(&mut s.segments, [(offset, active)].into());
+        s.next_offset = offset;
+        s.durable_end = offset;
+        s.log_start = offset;
+        s.tail.drop_from(i64::MIN);
+        old.into_keys().collect()
     }
 }
 

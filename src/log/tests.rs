@@ -954,3 +954,69 @@ fn a_crash_midway_through_truncation_leaves_a_prefix() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn restart_empties_the_log_and_starts_it_at_the_leaders_start() {
+    let (leader_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    runtime::block_on(async {
+        let fetched = leader_batches(leader_dir.path(), 2, 0..40).await;
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        let mut last = -1;
+        for b in &fetched[..5] {
+            last = log.append_replicated(b.clone()).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(matches!(
+            log.restart_at(10).await.unwrap_err(),
+            LogError::OffsetOutOfRange { .. }
+        ));
+        // The leader's log starts at 60 (batch 30): nothing here is worth keeping.
+        log.restart_at(60).await.unwrap();
+        let o = log.offsets();
+        assert_eq!((o.log_start, o.log_end), (60, 60));
+        assert_eq!(segment::list_segments(dir.path()).unwrap(), vec![60]);
+        assert_eq!(log.read(60, 1000).await.unwrap().len(), 0);
+        for b in &fetched[30..] {
+            last = log.append_replicated(b.clone()).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        let expected: Vec<u8> = fetched[30..].iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(read_bytes(&log, 60).await, expected);
+        log.close().await.unwrap();
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        let o = log.offsets();
+        assert_eq!((o.log_start, o.log_end), (60, 80), "after a clean reopen");
+        assert_eq!(read_bytes(&log, 60).await, expected);
+        log.close().await.unwrap();
+        forget_clean_shutdown(dir.path());
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        assert_eq!(log.offsets().log_end, 80, "after a crash");
+        assert_eq!(read_bytes(&log, 60).await, expected);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_crash_after_the_restarts_first_step_recovers_a_log_ending_at_the_new_start() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        for tag in 0..10 {
+            append_durably(&log, batch_of(tag, 1, 100)).await;
+        }
+        log.close().await.unwrap();
+    });
+    // The new empty segment is on disk; the old ones and the log start are not yet changed.
+    std::fs::File::create(segment::log_path(dir.path(), 500)).unwrap();
+    std::fs::remove_file(dir.path().join("clean-shutdown")).unwrap();
+    runtime::block_on(async {
+        let log = Log::open(dir.path(), settings(1024)).await.unwrap();
+        assert_eq!(log.offsets().log_end, 500);
+        let a = append_durably(&log, batch_of(77, 1, 100)).await;
+        assert_eq!(a.base_offset, 500);
+        // The restart, run again, finishes the job.
+        log.restart_at(600).await.unwrap();
+        assert_eq!(segment::list_segments(dir.path()).unwrap(), vec![600]);
+        log.close().await.unwrap();
+    });
+}

@@ -58,6 +58,11 @@ impl EpochCache {
         self.entries.len() != before
     }
 
+    /// Forgets every epoch (the log was emptied). True when something went.
+    pub fn clear(&mut self) -> bool {
+        self.truncate_from_end(i64::MIN)
+    }
+
     /// Kafka's answer to OffsetForLeaderEpoch for `requested`, with the log ending at
     /// `log_end`: the largest known epoch at or below it and the offset where the next
     /// known epoch starts (the log end for the latest epoch). An epoch below every known one

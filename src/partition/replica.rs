@@ -150,6 +150,36 @@ impl Partition {
         Ok(new_end)
     }
 
+    /// Empties a follower's log and starts it at `offset`, the leader's log start, which is
+    /// past this log's end (Kafka's `truncateFullyAndStartAt`): with the epoch cache, producer
+    /// state and aborted transactions it held. Refused (NOT_LEADER_OR_FOLLOWER) unless the
+    /// partition follows a leader: a leader's log is never emptied.
+    pub async fn restart_at(&self, offset: i64) -> Result<(), KafkaError> {
+        if self.following().is_none() {
+            return Err(KafkaError::new(
+                KafkaCode::NotLeaderOrFollower,
+                "only a follower's log is restarted at the leader's log start",
+            ));
+        }
+        self.snapshots_written().await;
+        self.log.restart_at(offset).await.map_err(storage_error)?;
+        if self.epochs.borrow_mut().clear() {
+            let cache = self.epochs.borrow().clone();
+            self.chain_disk_write("leader-epoch checkpoint", move |dir| {
+                persist::write_epoch_checkpoint(dir, &cache)
+            });
+        }
+        self.snapshots_written().await;
+        // No snapshot reaches the new start, and the log is empty: a fresh state.
+        let mut epochs = self.epochs.borrow().clone();
+        let txn = recover_producer_state(&self.log, self.log.dir(), &mut epochs)
+            .await
+            .map_err(storage_error)?;
+        *self.txn.borrow_mut() = txn;
+        self.told_high_watermark.set(offset);
+        Ok(())
+    }
+
     /// Kafka's OffsetForLeaderEpoch answer for `epoch`: the largest epoch at or below it this
     /// log knows and the offset where the next one starts (the log end for the latest), or
     /// (-1, -1) when nothing fits (see [`EpochCache::end_offset_for`]).

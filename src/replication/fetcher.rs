@@ -7,7 +7,9 @@
 //! from its fetcher; a fetcher with no partitions left is stopped.
 //!
 //! A partition fetches only once it is reconciled with the leader in its current leader
-//! epoch ([`truncation`]): its divergent tail, if any, is cut first.
+//! epoch ([`truncation`]): its divergent tail, if any, is cut first. A partition whose log
+//! ends before the leader's log start (OFFSET_OUT_OF_RANGE, with the leader's start in the
+//! answer) is emptied and restarted at that start, as Kafka's fetcher does.
 //!
 //! Each fetcher paces the partitions the topics name in `follower.replication.throttled.replicas`
 //! to its share of the broker's `follower.replication.throttled.rate` ([`super::throttle`]).
@@ -223,6 +225,7 @@ async fn fetch_round(
         .map_err(|e| e.to_string())?;
     let mut failed = None;
     let mut written = Vec::new();
+    let mut restarts = Vec::new();
     for t in resp.responses {
         let topic = t.topic.0.to_string();
         for pd in t.partitions {
@@ -230,6 +233,10 @@ async fn fetch_round(
             let Some(p) = active.iter().find(|p| p.tp == tp) else {
                 continue;
             };
+            if behind_leader_start(p, pd.error_code, pd.log_start_offset) {
+                restarts.push((p.clone(), pd.log_start_offset));
+                continue;
+            }
             if pd.error_code != KafkaCode::None.code() {
                 failed = Some(format!("{tp}: error code {}", pd.error_code));
                 continue;
@@ -238,6 +245,16 @@ async fn fetch_round(
                 if held.contains(&tp) {
                     round.throttle.record(records.len() as u64);
                 }
+                let records = match starts_inside_first_batch(p, &records) {
+                    Some(base) => match p.restart_at(base).await {
+                        Ok(()) => records,
+                        Err(e) => {
+                            failed = Some(format!("{tp}: restarting at {base}: {e}"));
+                            continue;
+                        }
+                    },
+                    None => records,
+                };
                 match p.append_replicated(records) {
                     Ok(appended) => written.push((p.clone(), appended)),
                     Err(e) => {
@@ -249,6 +266,13 @@ async fn fetch_round(
             p.set_follower_high_watermark(pd.high_watermark);
         }
     }
+    for (p, start) in restarts {
+        tracing::info!(tp = %p.tp, from = p.log_end_offset(), start,
+            "log ends before the leader's log start: restarting it there");
+        if let Err(e) = p.restart_at(start).await {
+            failed = Some(format!("{}: restarting at {start}: {e}", p.tp));
+        }
+    }
     // The next fetch tells the leader this replica's log end, which the leader counts
     // towards acks=all: it must not name bytes a crash of this process could still take.
     let durable = join_all(written.iter().map(|(p, a)| p.wait_acked(*a, 1))).await;
@@ -256,6 +280,23 @@ async fn fetch_round(
         return Err(format!("writing replicated batches: {e}"));
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// Whether the leader refused `p`'s fetch because its whole log ends before the leader's
+/// log start (retention or DeleteRecords moved it while this replica was away, or this
+/// replica is new): then nothing here can be kept, and the log restarts at that start.
+fn behind_leader_start(p: &Partition, error_code: i16, leader_start: i64) -> bool {
+    error_code == KafkaCode::OffsetOutOfRange.code() && leader_start > p.log_end_offset()
+}
+
+/// The base of the first fetched batch when `p`'s log is empty and its end falls inside
+/// that batch: the leader's log start was inside it (the batch comes whole), so the log
+/// restarts at the batch's base to take it, as Kafka's follower does.
+fn starts_inside_first_batch(p: &Partition, records: &bytes::Bytes) -> Option<i64> {
+    let h = crate::protocol::batch::header(records).ok()?;
+    let (base, end) = (h.base_offset.get(), p.log_end_offset());
+    let empty = p.offsets().log_start == end;
+    (empty && base < end && h.last_offset() >= end).then_some(base)
 }
 
 async fn connect(addr: &str, local: i32) -> Result<Connection, String> {

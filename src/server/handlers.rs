@@ -93,6 +93,7 @@ impl Handlers {
                 num_partitions: self.settings.default_partitions,
                 replication_factor: self.settings.default_replication_factor,
                 configs: BTreeMap::new(),
+                assignments: Vec::new(),
             })
             .collect::<Vec<_>>();
         if !topics.is_empty() {
@@ -467,10 +468,13 @@ impl Handlers {
             if duplicates.contains(&topic) {
                 continue;
             }
-            if !t.assignments.is_empty() {
-                asks.push(Err((topic, assignment_check(&t))));
-                continue;
-            }
+            let assignments = match assignments_of(&t) {
+                Ok(a) => a,
+                Err(e) => {
+                    asks.push(Err((topic, e)));
+                    continue;
+                }
+            };
             let configs = t
                 .configs
                 .iter()
@@ -485,6 +489,7 @@ impl Handlers {
                 num_partitions: t.num_partitions,
                 replication_factor: t.replication_factor,
                 configs,
+                assignments,
             }));
         }
         let creatable: Vec<NewTopic> = asks
@@ -563,14 +568,35 @@ impl Handlers {
     }
 }
 
-fn assignment_check(t: &CreatableTopic) -> KafkaError {
-    KafkaError::new(
-        KafkaCode::InvalidReplicaAssignment,
-        format!(
-            "Manual replica assignment for topic {} is not supported on a single-node broker yet; omit assignments",
-            t.name.0
-        ),
-    )
+/// A CreateTopics manual assignment as the brokers of partitions 0, 1, ...: the request's
+/// partition indexes must be exactly those (Kafka's rule).
+fn assignments_of(t: &CreatableTopic) -> Result<Vec<Vec<i32>>, KafkaError> {
+    let mut by_index: Vec<(i32, Vec<i32>)> = t
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|b| b.0).collect(),
+            )
+        })
+        .collect();
+    by_index.sort_by_key(|(p, _)| *p);
+    if by_index
+        .iter()
+        .enumerate()
+        .any(|(i, (p, _))| *p != i as i32)
+    {
+        return Err(KafkaError::new(
+            KafkaCode::InvalidReplicaAssignment,
+            format!(
+                "The manual partition assignment of topic {} must name partitions 0 to {} once each.",
+                t.name.0,
+                by_index.len().saturating_sub(1)
+            ),
+        ));
+    }
+    Ok(by_index.into_iter().map(|(_, brokers)| brokers).collect())
 }
 
 fn create_result(topic: &str, result: Result<TopicInfo, KafkaError>) -> CreatableTopicResult {

@@ -328,6 +328,7 @@ pub async fn ensure_state_topic(router: &Router, settings: &TxnSettings) -> Resu
                     settings.state_replication_factor,
                 ),
                 configs,
+                assignments: Vec::new(),
             }],
             false,
         )

@@ -13,6 +13,7 @@ a broker.
 import json
 import subprocess
 
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 import failover
@@ -201,3 +202,34 @@ def test_decommission_moves_every_replica_off_a_broker(cluster_factory, tmp_path
              what="broker 4's replicas deleted")
     out = reassign(cluster, "--decommission", "4")
     assert out.returncode == 0 and "holds no replicas" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_new_replica_starts_at_the_leaders_log_start(cluster_factory, tmp_path):
+    """The leader's log starts past 0 (DeleteRecords here; retention does the same): the new
+    replica's fetch at 0 is OFFSET_OUT_OF_RANGE, so it empties its log and starts at the
+    leader's start (here inside the producer's one batch, which it takes whole from its
+    base), and the move completes with the same bytes from there on."""
+    cluster = cluster_factory(n=3, extra_args=fast_failure(tmp_path))
+    wait_live(cluster, [1, 2, 3])
+    admin = ck_admin(cluster.bootstrap(1))
+    fs = admin.create_topics([NewTopic("trimmed", num_partitions=1, replica_assignment=[[1]])],
+                             operation_timeout=TIMEOUT, request_timeout=TIMEOUT * 2)
+    fs["trimmed"].result(timeout=TIMEOUT * 3)
+    p = Producer({"bootstrap.servers": cluster.bootstrap(1), "acks": "all"})
+    for i in range(100):
+        p.produce("trimmed", value=b"r%d" % i)
+    assert p.flush(30) == 0
+    [(_, fut)] = admin.delete_records([TopicPartition("trimmed", 0, 60)]).items()
+    assert fut.result(timeout=TIMEOUT).low_watermark == 60
+
+    out = reassign(cluster, "--execute", "--plan", "-", plan=plan_of("trimmed", [(0, [1, 2])]))
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: state(cluster, "trimmed", node=2)[0][1:] == ([1, 2], [1, 2]),
+             timeout=60, what="broker 2 in the ISR of the moved partition")
+    logs = {}
+    for node in (1, 2):
+        with Connection.to(cluster.bootstrap(node)) as c:
+            r = kwire.fetch_v4(c, "trimmed", 0, 60, max_bytes=1 << 20, replica_id=-2)
+            assert r.error_code == 0, f"node {node}: error {r.error_code}"
+            logs[node] = r.records
+    assert logs[1] and logs[1] == logs[2], "the new replica holds the leader's bytes from its start"
