@@ -133,18 +133,8 @@ impl Partition {
         // No snapshot write may land after the producer state is rebuilt below.
         self.snapshots_written().await;
         let new_end = self.log.truncate_to(offset).await.map_err(storage_error)?;
-        if self.epochs.borrow_mut().truncate_from_end(new_end) {
-            let cache = self.epochs.borrow().clone();
-            self.chain_disk_write("leader-epoch checkpoint", move |dir| {
-                persist::write_epoch_checkpoint(dir, &cache)
-            });
-        }
-        self.snapshots_written().await;
-        let mut epochs = self.epochs.borrow().clone();
-        let txn = recover_producer_state(&self.log, self.log.dir(), &mut epochs)
-            .await
-            .map_err(storage_error)?;
-        *self.txn.borrow_mut() = txn;
+        let cut = self.epochs.borrow_mut().truncate_from_end(new_end);
+        self.rebuild_after_cut(cut).await?;
         let told = self.told_high_watermark.get();
         self.told_high_watermark.set(told.min(new_end));
         Ok(new_end)
@@ -163,20 +153,28 @@ impl Partition {
         }
         self.snapshots_written().await;
         self.log.restart_at(offset).await.map_err(storage_error)?;
-        if self.epochs.borrow_mut().clear() {
+        // No snapshot reaches the new start, and the log is empty: a fresh producer state.
+        let cleared = self.epochs.borrow_mut().clear();
+        self.rebuild_after_cut(cleared).await?;
+        self.told_high_watermark.set(offset);
+        Ok(())
+    }
+
+    /// After the log lost its tail (or everything): checkpoints the epoch cache if it
+    /// changed, then rebuilds producer state and aborted transactions from what is left.
+    async fn rebuild_after_cut(&self, epochs_changed: bool) -> Result<(), KafkaError> {
+        if epochs_changed {
             let cache = self.epochs.borrow().clone();
             self.chain_disk_write("leader-epoch checkpoint", move |dir| {
                 persist::write_epoch_checkpoint(dir, &cache)
             });
         }
         self.snapshots_written().await;
-        // No snapshot reaches the new start, and the log is empty: a fresh state.
         let mut epochs = self.epochs.borrow().clone();
         let txn = recover_producer_state(&self.log, self.log.dir(), &mut epochs)
             .await
             .map_err(storage_error)?;
         *self.txn.borrow_mut() = txn;
-        self.told_high_watermark.set(offset);
         Ok(())
     }
 
